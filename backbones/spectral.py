@@ -1,0 +1,114 @@
+"""Spectral convolutions for 2-D FNO blocks (Eq. 17).
+
+``SpectralConv2d`` is ctcm's own layer: the same maths as neuraloperator's dense ``SpectralConv`` (kept
+modes, ``fft_norm="forward"``), with real-valued weight storage (so ``.double()``, ``.to(dtype)`` and
+``weights_only`` loading just work and the output dtype follows the input), no fftshift, one contraction,
+and spectral weight-drop. ``NeuralopSpectralConv2d`` adapts neuraloperator's layer to the same interface
+(float32 only: its forward allocates a complex64 output buffer). A test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _pair(modes: int | tuple[int, int]) -> tuple[int, int]:
+    return (modes, modes) if isinstance(modes, int) else (int(modes[0]), int(modes[1]))
+
+
+class SpectralConv2d(nn.Module):
+    """K(z) = irfft2( W . rfft2(z) restricted to the kept modes ), per output channel.
+
+    Kept modes follow neuraloperator's convention for ``n_modes=(m1, m2)``: along H the frequencies
+    -floor(m1/2) .. ceil(m1/2)-1, along W (the half spectrum) 0 .. floor(m2/2). The weight is stored as a
+    real tensor (C_in, C_out, m1, floor(m2/2)+1, 2), rows ordered [0, 1, ..., -2, -1] (no fftshift).
+
+    Args:
+        in_channels, out_channels: channel counts.
+        modes: int or (m1, m2).
+        weight_drop: probability of zeroing each spectral weight during training (DropConnect), with
+            1/(1-p) rescaling. The mask is redrawn by :meth:`resample_noise_` (once per training step by
+            the objectives), so every forward of a step sees the same mask.
+    Shapes: (B, C_in, H, W) -> (B, C_out, H, W), any H >= m1, W // 2 + 1 >= floor(m2/2) + 1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, modes: int | tuple[int, int] = 16,
+                 weight_drop: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        m1, m2 = _pair(modes)
+        self.n_pos, self.n_neg, self.n_half = m1 - m1 // 2, m1 // 2, m2 // 2 + 1
+        self.weight_drop = weight_drop
+        std = math.sqrt(2.0 / (in_channels + out_channels))  # neuraloperator's "auto" init, complex normal
+        self.weight = nn.Parameter(torch.randn(in_channels, out_channels, m1, self.n_half, 2) * std / math.sqrt(2))
+        self._mask: Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, modes=({self.n_pos + self.n_neg}, "
+                f"{2 * (self.n_half - 1)}), weight_drop={self.weight_drop}")
+
+    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+        """Draw a new weight-drop mask (no-op when weight_drop == 0)."""
+        if self.weight_drop == 0.0:
+            self._mask = None
+            return
+        shape = self.weight.shape[:-1]
+        device = generator.device if generator is not None else self.weight.device
+        keep = torch.full(shape, 1.0 - self.weight_drop, device=device)
+        self._mask = (torch.bernoulli(keep, generator=generator) / (1.0 - self.weight_drop)).to(self.weight.device)
+
+    def complex_weight(self) -> Tensor:
+        w = torch.view_as_complex(self.weight)
+        if self.training and self.weight_drop > 0.0:
+            if self._mask is None or self._mask.device != w.device:
+                self.resample_noise_()
+            w = w * self._mask.to(w.real.dtype)
+        return w
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if h < self.n_pos + self.n_neg or w // 2 + 1 < self.n_half:
+            raise ValueError(
+                f"input {h}x{w} is smaller than the kept modes ({self.n_pos + self.n_neg}, "
+                f"{2 * (self.n_half - 1)}); use fewer modes or a larger input"
+            )
+        xf = torch.fft.rfft2(x, norm="forward")
+        rows = torch.cat([xf[..., : self.n_pos, : self.n_half], xf[..., h - self.n_neg :, : self.n_half]], dim=-2)
+        y = torch.einsum("bixy,ioxy->boxy", rows, self.complex_weight())
+        out = y.new_zeros(x.shape[0], self.out_channels, h, w // 2 + 1)
+        out[..., : self.n_pos, : self.n_half] = y[..., : self.n_pos, :]
+        out[..., h - self.n_neg :, : self.n_half] = y[..., self.n_pos :, :]
+        return torch.fft.irfft2(out, s=(h, w), norm="forward")
+
+
+class NeuralopSpectralConv2d(nn.Module):
+    """neuraloperator's dense ``SpectralConv`` (no bias) behind the :class:`SpectralConv2d` interface.
+
+    float32 only: neuraloperator 2.0 allocates its spectral output as complex64 whatever the input
+    dtype, so a float64 forward would silently lose precision; this adaptor raises instead. No weight-drop.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, modes: int | tuple[int, int] = 16,
+                 weight_drop: float = 0.0) -> None:
+        super().__init__()
+        if weight_drop:
+            raise ValueError("spectral weight-drop needs spectral_impl='ctcm'")
+        from neuralop.layers.spectral_convolution import SpectralConv
+
+        self.conv = SpectralConv(in_channels, out_channels, n_modes=_pair(modes), bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != torch.float32:
+            raise TypeError(
+                f"neuraloperator's SpectralConv computes in complex64 only; got {x.dtype}. "
+                f"Use spectral_impl='ctcm' for other dtypes."
+            )
+        return self.conv(x)
+
+
+SPECTRAL_IMPLEMENTATIONS = {"ctcm": SpectralConv2d, "neuralop": NeuralopSpectralConv2d}

@@ -1,0 +1,200 @@
+"""Configuration as dataclasses with a strict YAML round trip.
+
+Every config is a (nested) dataclass. :func:`from_dict` rejects unknown keys and lists the valid ones,
+:func:`to_dict` gives plain YAML-able data, and ``from_dict(cls, to_dict(c)) == c``. A component
+(backbone, schedule, objective term) is written ``{name: wfno, width: 64}``: its own keys are checked
+against the registered constructor when it is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be read: unknown key, wrong type, bad override."""
+
+
+@dataclass
+class ComponentConfig:
+    """A registered component by name plus its constructor arguments: ``{name: wfno, width: 64}``."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "ComponentConfig":
+        if isinstance(data, str):
+            return cls(name=data)
+        if not isinstance(data, dict) or "name" not in data:
+            raise ConfigError(f"{where or 'component'}: expected a name or a mapping with a 'name' key, got {data!r}")
+        rest = dict(data)
+        return cls(name=str(rest.pop("name")), kwargs=rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **copy.deepcopy(self.kwargs)}
+
+
+@dataclass
+class ObjectiveTermConfig:
+    """One weighted term of a training objective: ``{name: tangent, weight: 0.1, normalize: true}``."""
+
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "ObjectiveTermConfig":
+        if isinstance(data, str):
+            return cls(name=data)
+        if not isinstance(data, dict) or "name" not in data:
+            raise ConfigError(f"{where or 'objective term'}: expected a mapping with a 'name' key, got {data!r}")
+        rest = dict(data)
+        name, weight = str(rest.pop("name")), float(rest.pop("weight", 1.0))
+        return cls(name=name, weight=weight, kwargs=rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, **copy.deepcopy(self.kwargs)}
+
+
+@dataclass
+class ModelConfig:
+    """Everything :func:`ctcm.build` needs, and the preset's training objective."""
+
+    backbone: ComponentConfig
+    schedule: ComponentConfig
+    channels: int = 3
+    resolution: int = 32
+    objective: list[ObjectiveTermConfig] = field(default_factory=list)
+
+
+# -- generic dataclass <-> dict ------------------------------------------------------------------------------
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain dicts/lists/scalars (YAML- and ``weights_only``-safe)."""
+    if hasattr(obj, "to_dict") and dataclasses.is_dataclass(obj):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def from_dict(cls: type[C], data: Any, where: str = "") -> C:
+    """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses.
+
+    Raises:
+        ConfigError: unknown keys (the valid keys are listed), a missing required key, or a wrong type.
+    """
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(data, where)  # type: ignore[attr-defined]
+    label = where or cls.__name__
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__} {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{label}: unknown key(s) {unknown}. Valid keys: {sorted(fields)}.")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{label}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{label}: {exc}") from exc
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is tuple:
+        return tuple(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+# -- YAML and command-line overrides --------------------------------------------------------------------------
+def load_yaml(cls: type[C], path: str | os.PathLike, overrides: list[str] | None = None) -> C:
+    """Read ``cls`` from a YAML file, then apply ``key.sub=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    return from_dict(cls, apply_overrides(data, overrides or []), where="")
+
+
+def save_yaml(obj: Any, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested dict, returning a new dict.
+
+    A path into a component mapping may add a key (a constructor argument, checked when built); elsewhere
+    the later :func:`from_dict` rejects unknown keys. A list index is written as a number: ``objective.1.weight=0.2``.
+    """
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            node = _step_into(node, part, ".".join(parts[: i + 1]))
+        last = parts[-1]
+        value = yaml.safe_load(raw)
+        if isinstance(node, list):
+            node[_index(node, last, key)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[:-1])} is not a mapping")
+    return data
+
+
+def _step_into(node: Any, part: str, where: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, where)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override path {where!r} goes through a value that is not a mapping")
+    return node.setdefault(part, {})
+
+
+def _index(node: list, part: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override {where!r}: list index {part!r} out of range (length {len(node)})")
+    return int(part)

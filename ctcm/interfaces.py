@@ -1,0 +1,139 @@
+"""The contracts a plugin implements: :class:`Backbone` and :class:`NoiseSchedule`.
+
+Objectives have their own module (:mod:`ctcm.objective`) because composition lives there too.
+Equation numbers refer to ``docs/maths.md``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+
+class ComplexSafeModule(nn.Module):
+    """An ``nn.Module`` whose dtype casts keep complex parameters complex.
+
+    ``Module.double()`` skips complex tensors and ``Module.to(torch.float64)`` casts them to a *real*
+    tensor, silently dropping the imaginary part. Here every cast is applied to the real view
+    (``view_as_real``) of a complex tensor, so complex64 <-> complex128 follows float32 <-> float64.
+    The wrapped function is passed down to every submodule, so one such module at the root of a model
+    protects every complex parameter below it (including those of third-party layers).
+    """
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "ComplexSafeModule":
+        def complex_safe(t: Tensor) -> Tensor:
+            if t.is_complex():
+                out = fn(torch.view_as_real(t))
+                return torch.view_as_complex(out.contiguous()) if out.is_floating_point() else out
+            return fn(t)
+
+        return super()._apply(complex_safe, recurse)
+
+
+class Backbone(ComplexSafeModule, abc.ABC):
+    """A network F(x, c_noise) used inside :class:`ctcm.ConsistencyModel` (Eq. 3).
+
+    Subclasses set ``in_channels``, ``out_channels`` and ``resolution_agnostic`` and implement
+    :meth:`forward`. Any ``nn.Module`` with those three attributes and the same ``forward`` signature
+    is accepted too; this base class only adds dtype-safe casts.
+    """
+
+    in_channels: int
+    out_channels: int
+    resolution_agnostic: bool = False
+
+    @abc.abstractmethod
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        """Args: x (B, C_in, H, W); c_noise (B,), one conditioning value per sample.
+        Returns: (B, C_out, H, W)."""
+
+
+REQUIRED_BACKBONE_ATTRIBUTES = ("in_channels", "out_channels", "resolution_agnostic")
+
+
+def check_backbone(backbone: Any) -> None:
+    """Raise a TypeError naming what is missing when ``backbone`` does not fulfil the contract."""
+    if not isinstance(backbone, nn.Module):
+        raise TypeError(f"a backbone must be an nn.Module, got {type(backbone).__name__}")
+    missing = [a for a in REQUIRED_BACKBONE_ATTRIBUTES if not hasattr(backbone, a)]
+    if missing:
+        raise TypeError(
+            f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__ "
+            f"(or subclass ctcm.Backbone). Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
+        )
+
+
+class NoiseSchedule(abc.ABC):
+    """The noising path x_t = alpha(t) x_0 + sigma(t) eps, eps ~ N(0, I), on t in [t_min, t_max] (Eq. 1).
+
+    A schedule also owns the consistency parameterisation's coefficients (Eq. 3), chosen so that
+    c_skip(t_min) = 1 and c_out(t_min) = 0 exactly (the boundary condition f(x, t_min) = x), the
+    conditioning input c_noise(t) with a bounded time derivative, the training-time proposal over t and
+    the prior at t_max. All methods take and return tensors of the dtype/device of ``t``.
+    """
+
+    t_min: float
+    t_max: float
+    sigma_data: float
+    default_t_mid: float  # intermediate time of the two-step sampler
+
+    # -- the path (Eq. 1) ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def alpha(self, t: Tensor) -> Tensor: ...
+
+    @abc.abstractmethod
+    def sigma(self, t: Tensor) -> Tensor: ...
+
+    @abc.abstractmethod
+    def d_alpha(self, t: Tensor) -> Tensor:
+        """d alpha / dt."""
+
+    @abc.abstractmethod
+    def d_sigma(self, t: Tensor) -> Tensor:
+        """d sigma / dt."""
+
+    # -- parameterisation (Eq. 3) and conditioning ----------------------------------------------------------
+    @abc.abstractmethod
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in), each shaped like ``t``."""
+
+    @abc.abstractmethod
+    def c_noise(self, t: Tensor) -> Tensor:
+        """The backbone's conditioning value, shaped like ``t``, with |d c_noise/dt| bounded."""
+
+    # -- sampling ---------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def sample_t(self, n: int, *, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """n training times from the proposal distribution, in [t_min, t_max]. Shape (n,)."""
+
+    def noisy(self, x0: Tensor, noise: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """x_t and the path velocity dx_t/dt = alpha'(t) x_0 + sigma'(t) eps at fixed (x_0, eps) (Eq. 2)."""
+        a, s = expand_like(self.alpha(t), x0), expand_like(self.sigma(t), x0)
+        da, ds = expand_like(self.d_alpha(t), x0), expand_like(self.d_sigma(t), x0)
+        return a * x0 + s * noise, da * x0 + ds * noise
+
+    @property
+    def prior_std(self) -> float:
+        """Std of x_{t_max} for data of std sigma_data: sqrt(alpha^2 sigma_d^2 + sigma^2) at t_max (Eq. 9)."""
+        t = torch.tensor(self.t_max, dtype=torch.float64)
+        return math.sqrt(float(self.alpha(t)) ** 2 * self.sigma_data**2 + float(self.sigma(t)) ** 2)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this schedule (stored in checkpoints).
+
+        Schedules written as dataclasses get this for free; others override it."""
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        raise NotImplementedError(f"{type(self).__name__} must implement config()")
+
+
+def expand_like(coef: Tensor, like: Tensor) -> Tensor:
+    """(B,) -> (B, 1, ..., 1) broadcastable against ``like``."""
+    return coef.reshape(coef.shape + (1,) * (like.ndim - coef.ndim))
+

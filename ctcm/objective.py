@@ -1,0 +1,186 @@
+"""Training objectives: the base class, the per-step context they share, and their composition.
+
+An objective is called as ``objective(model, x0, step)`` and returns a :class:`LossOutput`. Objectives
+compose in user code: ``cons + 0.1 * tangent`` is a :class:`WeightedSum` whose terms share one
+:class:`ObjectiveContext` per call, hence one draw of (t, eps) and one differentiable forward
+f_theta(x_t, t): a term's extra cost is only what it adds (a target forward, a JVP).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class LossOutput:
+    """``loss``: scalar tensor to minimise; ``logs``: floats to report, one per term (plus any extras)."""
+
+    loss: Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / compiled wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def resample_shared_noise(model: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Draw new per-step randomness (e.g. spectral weight-drop masks) in every submodule that has any.
+
+    Modules opt in by defining ``resample_noise_(generator)``. Within one step every forward (the
+    differentiable one, the no-grad target, the JVP) then sees the same mask, as consistency training
+    requires (ECT shares dropout masks across the two branches).
+    """
+    for module in model.modules():
+        hook = getattr(module, "resample_noise_", None)
+        if callable(hook):
+            hook(generator)
+
+
+class ObjectiveContext:
+    """Per-call state shared by the terms of a composed objective (all lazily computed, once).
+
+    Attributes:
+        model: the model to differentiate through (may be DDP-wrapped: gradients then synchronise).
+        x0: (B, C, H, W) data batch in [-1, 1].
+        step: the optimiser step (for warm-ups).
+        generator: optional generator for every random draw (reproducible losses).
+    """
+
+    def __init__(self, model: nn.Module, x0: Tensor, step: int = 0,
+                 generator: torch.Generator | None = None) -> None:
+        self.model, self.x0, self.step, self.generator = model, x0, int(step), generator
+
+    @cached_property
+    def net(self) -> nn.Module:
+        """The unwrapped :class:`ctcm.ConsistencyModel`, for no-grad evaluations and JVPs."""
+        return unwrap(self.model)
+
+    @property
+    def schedule(self):
+        return self.net.schedule
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+
+    def rand(self, n: int) -> Tensor:
+        return torch.rand(n, generator=self.generator, device=self.x0.device, dtype=self.x0.dtype)
+
+    @cached_property
+    def t(self) -> Tensor:
+        """(B,) training times from the schedule's proposal."""
+        return self.schedule.sample_t(self.x0.shape[0], generator=self.generator, device=self.x0.device,
+                                      dtype=self.x0.dtype)
+
+    @cached_property
+    def noise(self) -> Tensor:
+        """(B, C, H, W) eps ~ N(0, I), shared by every point of the path."""
+        return self.randn_like(self.x0)
+
+    @cached_property
+    def _path(self) -> tuple[Tensor, Tensor]:
+        return self.schedule.noisy(self.x0, self.noise, self.t)
+
+    @property
+    def x_t(self) -> Tensor:
+        return self._path[0]
+
+    @property
+    def dx_dt(self) -> Tensor:
+        """Path velocity alpha'(t) x_0 + sigma'(t) eps (Eq. 2)."""
+        return self._path[1]
+
+    @cached_property
+    def f(self) -> Tensor:
+        """f_theta(x_t, t) with gradients, through ``model`` (so DDP synchronises them)."""
+        return self.model(self.x_t, self.t)
+
+
+class Objective(abc.ABC):
+    """Base class of every objective. Subclasses implement :meth:`compute` and set ``name``."""
+
+    name: str = "objective"
+
+    @abc.abstractmethod
+    def compute(self, ctx: ObjectiveContext) -> LossOutput:
+        """The loss for one batch, using (and sharing) what ``ctx`` provides."""
+
+    def __call__(self, model: nn.Module, x0: Tensor, step: int = 0, *,
+                 generator: torch.Generator | None = None) -> LossOutput:
+        """Evaluate on a batch x0 (B, C, H, W): draw per-step randomness, then compute every term.
+
+        The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
+        if unwrap(model).training:
+            resample_shared_noise(unwrap(model), generator)
+        return WeightedSum(self.terms()).compute(ObjectiveContext(model, x0, step, generator))
+
+    def terms(self) -> list[tuple[float, "Objective"]]:
+        return [(1.0, self)]
+
+    def __add__(self, other: "Objective") -> "WeightedSum":
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return WeightedSum(self.terms() + other.terms())
+
+    def __mul__(self, weight: float) -> "WeightedSum":
+        if not isinstance(weight, numbers.Real):
+            return NotImplemented
+        return WeightedSum([(float(weight) * w, o) for w, o in self.terms()])
+
+    __rmul__ = __mul__
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (for logs and configs); dataclass objectives get this for free."""
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {}
+
+
+class WeightedSum(Objective):
+    """sum_i w_i L_i over terms sharing one :class:`ObjectiveContext`.
+
+    ``logs`` holds ``loss`` (the weighted total), each term's unweighted loss under its name (repeated
+    names get ``_2``, ``_3``...), and each term's own extra logs as ``name/key``.
+    """
+
+    name = "sum"
+
+    def __init__(self, terms: list[tuple[float, Objective]]) -> None:
+        if not terms:
+            raise ValueError("a WeightedSum needs at least one term")
+        self._terms = list(terms)
+
+    def terms(self) -> list[tuple[float, Objective]]:
+        return list(self._terms)
+
+    def labels(self) -> list[str]:
+        seen: dict[str, int] = {}
+        labels = []
+        for _, obj in self._terms:
+            seen[obj.name] = seen.get(obj.name, 0) + 1
+            labels.append(obj.name if seen[obj.name] == 1 else f"{obj.name}_{seen[obj.name]}")
+        return labels
+
+    def compute(self, ctx: ObjectiveContext) -> LossOutput:
+        total: Tensor = torch.zeros((), device=ctx.x0.device, dtype=ctx.x0.dtype)
+        logs: dict[str, float] = {}
+        for (weight, obj), label in zip(self._terms, self.labels()):
+            out = obj.compute(ctx)
+            total = total + weight * out.loss
+            logs[label] = float(out.loss.detach())
+            logs.update({f"{label}/{k}": v for k, v in out.logs.items() if k != obj.name})
+        logs["loss"] = float(total.detach())
+        return LossOutput(total, logs)
+
+    def __repr__(self) -> str:
+        return " + ".join(f"{w:g} * {type(o).__name__}" for w, o in self._terms)

@@ -1,0 +1,218 @@
+"""One registry pattern for every pluggable part: backbones, schedules, objectives and presets.
+
+A name is bound either by the decorator (``@ctcm.register_backbone("my-net")`` in a user's script) or by an
+entry point in an installed package (``[project.entry-points."ctcm.backbones"] my-net = "pkg.mod:MyNet"``).
+Entry points are discovered on the first lookup and *loaded* only when their name is asked for, so that
+importing ``ctcm`` never imports a plugin. Binding a name twice is an error, never a silent override.
+
+An entry point may name an object (it is registered under the entry point's name) or a module (importing
+it must register the name through the decorator).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+from importlib import metadata
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """An unknown name, a name bound twice, or a broken plugin."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly instead
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry(Generic[T]):
+    """Names -> objects for one kind of plugin, with lazy entry-point discovery.
+
+    Args:
+        kind: what is registered, for messages ("backbone").
+        group: the entry-point group scanned for plugins ("ctcm.backbones").
+    """
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, T] = {}
+        self._pending: dict[str, metadata.EntryPoint] | None = None
+        self._loading: set[str] = set()
+
+    # -- discovery -------------------------------------------------------------------------------------
+    def _discover(self) -> dict[str, metadata.EntryPoint]:
+        if self._pending is None:
+            pending: dict[str, metadata.EntryPoint] = {}
+            for ep in metadata.entry_points(group=self.group):
+                other = pending.get(ep.name)
+                if other is not None and other.value != ep.value:
+                    raise RegistryError(
+                        f"{self.kind} '{ep.name}' is declared by two entry points in group "
+                        f"'{self.group}': '{other.value}' and '{ep.value}'. Uninstall or rename one."
+                    )
+                pending[ep.name] = ep
+            self._pending = pending
+        return self._pending
+
+    def _load(self, name: str) -> None:
+        ep = self._discover().get(name)
+        if ep is None or name in self._entries:
+            return
+        self._loading.add(name)
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must say which one it is
+            raise RegistryError(
+                f"{self.kind} '{name}' could not be loaded from entry point '{ep.value}' "
+                f"(group '{self.group}'): {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            self._loading.discard(name)
+        del self._discover()[name]
+        if isinstance(obj, types.ModuleType):
+            if name not in self._entries:
+                raise RegistryError(
+                    f"entry point '{ep.value}' for {self.kind} '{name}' imported a module that did not "
+                    f"register '{name}'. Point the entry point at the object, or decorate it with "
+                    f"the register function."
+                )
+        else:
+            self._entries[name] = obj
+
+    # -- public API ------------------------------------------------------------------------------------
+    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
+        """Bind ``name`` to ``obj``; without ``obj``, return a decorator that does so.
+
+        Raises:
+            RegistryError: ``name`` is already bound (by a decorator or an installed entry point).
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+
+        def bind(target: T) -> T:
+            if name in self._entries and self._entries[name] is not target:
+                raise RegistryError(
+                    f"{self.kind} '{name}' is already registered ({_describe(self._entries[name])}). "
+                    f"Choose another name."
+                )
+            if name in self._discover() and name not in self._loading:
+                raise RegistryError(
+                    f"{self.kind} '{name}' is already provided by the installed entry point "
+                    f"'{self._discover()[name].value}'. Choose another name."
+                )
+            self._entries[name] = target
+            return target
+
+        return bind if obj is None else bind(obj)
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` (for tests and interactive sessions); returns what it was bound to."""
+        self._load(name)
+        if name not in self._entries:
+            raise self._unknown(name)
+        return self._entries.pop(name)
+
+    def get(self, name: str) -> T:
+        """The object bound to ``name``, loading its plugin if needed."""
+        if name not in self._entries:
+            self._load(name)
+        if name not in self._entries:
+            raise self._unknown(name)
+        return self._entries[name]
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Call the object bound to ``name`` with ``kwargs``, rejecting unknown keyword arguments."""
+        factory = self.get(name)
+        check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
+        return factory(**kwargs)
+
+    def names(self) -> list[str]:
+        """Every registered name, loaded or not, sorted."""
+        return sorted(set(self._entries) | set(self._discover()))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._entries or name in self._discover())
+
+    def _unknown(self, name: str) -> RegistryError:
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        listing = ", ".join(names) if names else "(none)"
+        return RegistryError(f"unknown {self.kind} '{name}'.{hint} Registered {self.kind}s: {listing}.")
+
+
+def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    """Raise a TypeError naming the valid parameters when ``kwargs`` has a key ``factory`` does not take."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"{what} got unknown argument(s) {unknown}. Valid arguments: {valid}.")
+
+
+def _describe(obj: object) -> str:
+    module = getattr(obj, "__module__", "?")
+    return f"{module}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+BACKBONES: Registry[Any] = Registry("backbone", "ctcm.backbones")
+SCHEDULES: Registry[Any] = Registry("schedule", "ctcm.schedules")
+OBJECTIVES: Registry[Any] = Registry("objective", "ctcm.objectives")
+PRESETS: Registry[Any] = Registry("preset", "ctcm.presets")
+
+
+def register_backbone(name: str, obj: Any = None) -> Any:
+    """Register a backbone class (or factory) under ``name``; usable as a decorator."""
+    return BACKBONES.register(name, obj)
+
+
+def register_schedule(name: str, obj: Any = None) -> Any:
+    """Register a noise-schedule class under ``name``; usable as a decorator."""
+    return SCHEDULES.register(name, obj)
+
+
+def register_objective(name: str, obj: Any = None) -> Any:
+    """Register an objective class under ``name``; usable as a decorator."""
+    return OBJECTIVES.register(name, obj)
+
+
+def register_preset(name: str, obj: Any = None) -> Any:
+    """Register a preset: a zero-argument callable returning a :class:`ctcm.config.ModelConfig`."""
+    return PRESETS.register(name, obj)
+
+
+def create_backbone(name: str, **kwargs: Any) -> Any:
+    return BACKBONES.create(name, **kwargs)
+
+
+def create_schedule(name: str, **kwargs: Any) -> Any:
+    return SCHEDULES.create(name, **kwargs)
+
+
+def create_objective(name: str, **kwargs: Any) -> Any:
+    return OBJECTIVES.create(name, **kwargs)
+
+
+def list_backbones() -> list[str]:
+    return BACKBONES.names()
+
+
+def list_schedules() -> list[str]:
+    return SCHEDULES.names()
+
+
+def list_objectives() -> list[str]:
+    return OBJECTIVES.names()
+
+
+def list_models() -> list[str]:
+    """Names of the registered presets, usable with :func:`ctcm.build`."""
+    return PRESETS.names()

@@ -1,0 +1,132 @@
+"""Reference noise schedules: ``geometric`` (EDM-style variance exploding) and ``trigflow`` (Lu & Song 2024).
+
+Equation numbers refer to ``docs/maths.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .interfaces import NoiseSchedule
+from .registry import register_schedule
+
+
+def _sample_lognormal_sigma(n: int, p_mean: float, p_std: float, generator, device, dtype) -> Tensor:
+    """ln sigma ~ N(p_mean, p_std^2) (Eq. 8)."""
+    z = torch.randn(n, generator=generator, device=device, dtype=dtype)
+    return torch.exp(p_mean + p_std * z)
+
+
+@register_schedule("geometric")
+@dataclass
+class GeometricSchedule(NoiseSchedule):
+    """Variance-exploding path with geometric sigma (Eq. 4): alpha(t) = 1,
+    sigma(t) = sigma_min (sigma_max / sigma_min)^t on t in [0, 1].
+
+    Parameterisation: EDM's consistency coefficients (Eq. 5), exact at t = 0.
+    Conditioning: c_noise = ln(sigma) / 4 (Eq. 6), whose time derivative ln(sigma_max/sigma_min)/4 is
+    a constant (~2.65), so the tangent of the time embedding stays bounded.
+    Proposal: ``lognormal`` puts ln sigma ~ N(p_mean, p_std^2) (iCT's choice, clipped to the range) or
+    ``uniform`` draws t ~ U[0, 1].
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    proposal: str = "lognormal"
+    p_mean: float = -1.1
+    p_std: float = 2.0
+    sigma_mid: float = 0.821  # two-step sampler's intermediate sigma (ECT)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if self.proposal not in ("lognormal", "uniform"):
+            raise ValueError(f"proposal must be 'lognormal' or 'uniform', got {self.proposal!r}")
+        self.t_min, self.t_max = 0.0, 1.0
+        self.log_ratio = math.log(self.sigma_max / self.sigma_min)
+        self.default_t_mid = self.t_of_sigma(self.sigma_mid)
+
+    def t_of_sigma(self, sigma: float) -> float:
+        """Inverse of Eq. 4."""
+        return math.log(sigma / self.sigma_min) / self.log_ratio
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * torch.exp(self.log_ratio * t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return self.log_ratio * self.sigma(t)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # sigma - sigma_min written as sigma_min * expm1(.) so that it is exactly 0 at t = 0
+        excess = self.sigma_min * torch.expm1(self.log_ratio * t)
+        sigma, sd2 = self.sigma(t), self.sigma_data**2
+        c_skip = sd2 / (excess**2 + sd2)
+        c_out = self.sigma_data * excess / torch.sqrt(sigma**2 + sd2)
+        c_in = 1.0 / torch.sqrt(sigma**2 + sd2)
+        return c_skip, c_out, c_in
+
+    def c_noise(self, t: Tensor) -> Tensor:
+        return 0.25 * torch.log(self.sigma(t))
+
+    def sample_t(self, n, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        if self.proposal == "uniform":
+            return torch.rand(n, generator=generator, device=device, dtype=dtype)
+        sigma = _sample_lognormal_sigma(n, self.p_mean, self.p_std, generator, device, dtype)
+        t = torch.log(sigma / self.sigma_min) / self.log_ratio
+        return t.clamp(self.t_min, self.t_max)
+
+
+@register_schedule("trigflow")
+@dataclass
+class TrigFlowSchedule(NoiseSchedule):
+    """TrigFlow (Lu & Song 2024, Eq. 7): x_t = cos(t) x_0 + sin(t) z, z ~ N(0, sigma_d^2 I), so
+    alpha = cos t and sigma = sigma_d sin t on t in [0, t_max], t_max = arctan(sigma_max / sigma_d).
+
+    Parameterisation: f = cos(t) x - sin(t) sigma_d F(x / sigma_d, c_noise(t)), i.e. c_skip = cos t,
+    c_out = -sigma_d sin t, c_in = 1 / sigma_d, exact at t = 0. Conditioning: c_noise = t.
+    Proposal: tau ~ N(p_mean, p_std^2), t = arctan(e^tau / sigma_d) (Eq. 8).
+    """
+
+    sigma_data: float = 0.5
+    sigma_max: float = 80.0
+    p_mean: float = -1.0
+    p_std: float = 1.4
+    t_mid: float = 1.1
+
+    def __post_init__(self) -> None:
+        self.t_min = 0.0
+        self.t_max = math.atan(self.sigma_max / self.sigma_data)
+        self.default_t_mid = self.t_mid
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.cos(t)
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return -torch.sin(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_data * torch.sin(t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_data * torch.cos(t)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return torch.cos(t), -self.sigma_data * torch.sin(t), torch.full_like(t, 1.0 / self.sigma_data)
+
+    def c_noise(self, t: Tensor) -> Tensor:
+        return t
+
+    def sample_t(self, n, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        sigma = _sample_lognormal_sigma(n, self.p_mean, self.p_std, generator, device, dtype)
+        return torch.atan(sigma / self.sigma_data).clamp(self.t_min, self.t_max)
