@@ -105,5 +105,8 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema", map_locati
         )
     model = build(from_dict(ModelConfig, payload["config"]))
     state = payload["ema"]["model"] if weights == "ema" and payload["ema"] is not None else payload["model"]
+    stored = next((v.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point()), None)
+    if stored is not None:
+        model.to(stored)  # a float64 checkpoint comes back in float64, bit for bit
     model.load_state_dict(state)
     return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model

@@ -98,11 +98,15 @@ class Registry(Generic[T]):
                     f"{self.kind} '{name}' is already registered ({_describe(self._entries[name])}). "
                     f"Choose another name."
                 )
-            if name in self._discover() and name not in self._loading:
-                raise RegistryError(
-                    f"{self.kind} '{name}' is already provided by the installed entry point "
-                    f"'{self._discover()[name].value}'. Choose another name."
-                )
+            ep = self._discover().get(name)
+            if ep is not None and name not in self._loading:
+                # the plugin's own module registering itself (imported before its entry point was used)
+                if ep.module != getattr(target, "__module__", None):
+                    raise RegistryError(
+                        f"{self.kind} '{name}' is already provided by the installed entry point "
+                        f"'{ep.value}'. Choose another name."
+                    )
+                del self._discover()[name]
             self._entries[name] = target
             return target
 

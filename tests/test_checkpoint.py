@@ -1,0 +1,110 @@
+"""Checkpoints: bit-exact round trip, EMA kept apart, atomic writes, refusal of pickles, truncated files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import ctcm
+from conftest import TINY_WFNO, tiny_model
+
+
+def _model():
+    torch.manual_seed(0)
+    return ctcm.build("wfno-cifar-trigflow", backbone=TINY_WFNO, resolution=8)
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    model = _model().eval()
+    path = ctcm.save_checkpoint(tmp_path / "m.pt", model, step=7)
+    loaded = ctcm.load_checkpoint(path).eval()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.2, 1.0])
+    assert torch.equal(model(x, t), loaded(x, t))
+    assert type(loaded.schedule).__name__ == "TrigFlowSchedule"
+    assert ctcm.read_checkpoint(path)["step"] == 7
+
+
+def test_ema_and_live_weights_stay_apart(tmp_path):
+    model = _model()
+    ema = ctcm.EMA(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    path = ctcm.save_checkpoint(tmp_path / "m.pt", model, ema=ema)
+    live, averaged = ctcm.load_checkpoint(path, weights="model"), ctcm.load_checkpoint(path, weights="ema")
+    for p_live, p_ema, p_model, p_avg in zip(live.parameters(), averaged.parameters(), model.parameters(),
+                                             ema.model.parameters()):
+        assert torch.equal(p_live, p_model) and torch.equal(p_ema, p_avg)
+        assert not torch.equal(p_live, p_ema)
+
+
+def test_ema_update_rule():
+    model = _model()
+    ema = ctcm.EMA(model, half_life_images=64, batch_size=64)
+    assert ema.decay == pytest.approx(0.5)
+    before = [p.detach().clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    ema.update(model)
+    for b, p, e in zip(before, model.parameters(), ema.model.parameters()):
+        torch.testing.assert_close(e, 0.5 * b + 0.5 * p)
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "ctcm-checkpoint/1", "model": Exploit()}, path)
+    with pytest.raises(ctcm.CheckpointError, match="refused to load"):
+        ctcm.load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_file_gives_a_clear_error(tmp_path):
+    path = ctcm.save_checkpoint(tmp_path / "m.pt", _model())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ctcm.CheckpointError, match="truncated or corrupted"):
+        ctcm.load_checkpoint(path)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(ctcm.CheckpointError, match="not found"):
+        ctcm.load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(ctcm.CheckpointError, match="not a ctcm checkpoint"):
+        ctcm.load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = _model()
+    path = ctcm.save_checkpoint(tmp_path / "m.pt", model, step=1)
+
+    def broken_save(obj, fh, *args, **kwargs):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ctcm.save_checkpoint(path, model, step=2)
+    monkeypatch.undo()
+    assert ctcm.read_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_float64_model_round_trip(tmp_path):
+    model = tiny_model().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-12 * torch.randn_like(p))  # values a float32 round trip would lose
+    path = ctcm.save_checkpoint(tmp_path / "d.pt", model)
+    loaded = ctcm.load_checkpoint(path).eval()
+    assert next(loaded.parameters()).dtype == torch.float64
+    x, t = torch.randn(1, 3, 8, 8, dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
+    assert torch.equal(model(x, t), loaded(x, t))

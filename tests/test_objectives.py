@@ -1,0 +1,114 @@
+"""Objectives: composition and logs, gradients, and the consistency -> tangent limit (Eq. 15)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ctcm
+from ctcm.objective import ObjectiveContext, WeightedSum
+from conftest import tiny_model
+
+
+def batch(n=4, seed=0, dtype=torch.float64):
+    return torch.rand(n, 3, 8, 8, dtype=dtype, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def grads(model, loss) -> torch.Tensor:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, retain_graph=True)])
+
+
+def test_composition_weights_and_logs():
+    model = tiny_model()
+    cons, tan = ctcm.create_objective("consistency"), ctcm.create_objective("tangent")
+    combined = cons + 0.1 * tan
+    assert isinstance(combined, WeightedSum) and [w for w, _ in combined.terms()] == [1.0, 0.1]
+    out = combined(model, batch(), generator=torch.Generator().manual_seed(1))
+    assert {"loss", "consistency", "tangent"} <= set(out.logs)
+    assert out.logs["loss"] == pytest.approx(out.logs["consistency"] + 0.1 * out.logs["tangent"], rel=1e-9)
+    assert all(isinstance(v, float) for v in out.logs.values())
+    twice = 2 * (cons + cons)
+    assert twice.labels() == ["consistency", "consistency_2"] and [w for w, _ in twice.terms()] == [2.0, 2.0]
+
+
+def test_terms_share_one_draw_and_one_forward():
+    model = tiny_model()
+    calls = []
+    model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    (ctcm.create_objective("consistency") + ctcm.create_objective("tangent"))(model, batch())
+    # one differentiable forward (shared), one target forward, one JVP forward
+    assert len(calls) == 3
+
+
+def test_same_generator_gives_same_loss():
+    model = tiny_model()
+    obj = ctcm.build_objective("wfno-cifar")
+    a = obj(model, batch(), generator=torch.Generator().manual_seed(5)).loss
+    b = obj(model, batch(), generator=torch.Generator().manual_seed(5)).loss
+    assert torch.equal(a, b)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = tiny_model()
+    out = ctcm.build_objective("wfno-cifar")(model, batch())
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_tangent_gradient_is_f_dot_stopgrad_g():
+    """grad of 0.5 ||f - sg(f - g)||^2 / D equals grad of <f, sg(g)> / D (Eq. 14)."""
+    model = tiny_model()
+    tangent = ctcm.create_objective("tangent", normalize=False)
+    ctx = ObjectiveContext(model, batch(), generator=torch.Generator().manual_seed(2))
+    loss = tangent.compute(ctx).loss
+    with torch.no_grad():
+        _, g = model.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt)
+    reference = (ctx.f * g).flatten(1).mean(1).mean()
+    torch.testing.assert_close(grads(model, loss), grads(model, reference))
+
+
+def test_consistency_gradient_tends_to_tangent_gradient(schedule_name):
+    """grad L_dt / 2 -> grad L_tangent as dt -> 0 (inv_dt weighting, no normalisation, float64)."""
+    model = tiny_model(schedule_name)
+    x0 = batch(6, seed=3)
+    t_fixed = torch.linspace(0.3, 0.8, 6, dtype=torch.float64) * model.schedule.t_max
+    tangent = ctcm.create_objective("tangent", normalize=False)
+    errors = []
+    for delta in (1e-2, 1e-3, 1e-4):
+        cons = ctcm.create_objective("consistency", delta_max=delta, weighting="inv_dt")
+        ctx = ObjectiveContext(model, x0, generator=torch.Generator().manual_seed(4))
+        ctx.t = t_fixed  # the cached property takes the assigned value
+        g_cons = grads(model, cons.compute(ctx).loss) / 2
+        g_tan = grads(model, tangent.compute(ctx).loss)
+        errors.append(((g_cons - g_tan).norm() / g_tan.norm()).item())
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-3
+
+
+def test_original_design_tangent_is_not_the_consistency_limit():
+    """The design's || df/dt - (x_t' - x_t)/(t' - t) ||^2 has a different gradient (docs/deviations.md)."""
+    from examples.custom_objective import VelocityMatchingObjective
+
+    model = tiny_model()
+    ctx = ObjectiveContext(model, batch(), generator=torch.Generator().manual_seed(0))
+    g_design = grads(model, VelocityMatchingObjective().compute(ctx).loss)
+    g_tan = grads(model, ctcm.create_objective("tangent", normalize=False).compute(ctx).loss)
+    cosine = torch.dot(g_design, g_tan) / (g_design.norm() * g_tan.norm())
+    assert cosine < 0.9
+
+
+def test_objective_argument_errors():
+    with pytest.raises(ValueError, match="unknown distance"):
+        ctcm.create_objective("consistency", distance="l1")
+    with pytest.raises(ValueError, match="fraction of the time range"):
+        ctcm.create_objective("consistency", delta_max=2.0)
+    with pytest.raises(ctcm.ConfigError, match="no terms"):
+        ctcm.build_objective([])
+
+
+def test_pseudo_huber_is_finite_and_positive():
+    model = tiny_model()
+    out = ctcm.create_objective("consistency", distance="pseudo_huber")(model, batch())
+    assert torch.isfinite(out.loss) and out.loss > 0
