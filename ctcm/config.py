@@ -26,6 +26,16 @@ class ConfigError(ValueError):
     """A config that cannot be read: unknown key, wrong type, bad override."""
 
 
+def _split_name(data: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """``"wfno"`` or ``{name: wfno, **rest}`` -> ("wfno", rest)."""
+    if isinstance(data, str):
+        return data, {}
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{where}: expected a name or a mapping with a 'name' key, got {data!r}")
+    rest = dict(data)
+    return str(rest.pop("name")), rest
+
+
 @dataclass
 class ComponentConfig:
     """A registered component by name plus its constructor arguments: ``{name: wfno, width: 64}``."""
@@ -35,12 +45,8 @@ class ComponentConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "ComponentConfig":
-        if isinstance(data, str):
-            return cls(name=data)
-        if not isinstance(data, dict) or "name" not in data:
-            raise ConfigError(f"{where or 'component'}: expected a name or a mapping with a 'name' key, got {data!r}")
-        rest = dict(data)
-        return cls(name=str(rest.pop("name")), kwargs=rest)
+        name, rest = _split_name(data, where or "component")
+        return cls(name=name, kwargs=rest)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **copy.deepcopy(self.kwargs)}
@@ -56,13 +62,8 @@ class ObjectiveTermConfig:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "ObjectiveTermConfig":
-        if isinstance(data, str):
-            return cls(name=data)
-        if not isinstance(data, dict) or "name" not in data:
-            raise ConfigError(f"{where or 'objective term'}: expected a mapping with a 'name' key, got {data!r}")
-        rest = dict(data)
-        name, weight = str(rest.pop("name")), float(rest.pop("weight", 1.0))
-        return cls(name=name, weight=weight, kwargs=rest)
+        name, rest = _split_name(data, where or "objective term")
+        return cls(name=name, weight=float(rest.pop("weight", 1.0)), kwargs=rest)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "weight": self.weight, **copy.deepcopy(self.kwargs)}

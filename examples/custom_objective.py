@@ -32,7 +32,7 @@ class VelocityMatchingObjective(ctcm.Objective):
     def compute(self, ctx: ctcm.ObjectiveContext) -> ctcm.LossOutput:
         s = ctx.schedule
         t_prev = (ctx.t - self.delta * (s.t_max - s.t_min)).clamp(min=s.t_min)
-        x_prev = expand_like(s.alpha(t_prev), ctx.x0) * ctx.x0 + expand_like(s.sigma(t_prev), ctx.x0) * ctx.noise
+        x_prev, _ = s.noisy(ctx.x0, ctx.noise, t_prev)
         gap = expand_like((ctx.t - t_prev).clamp_min(1e-12), ctx.x0)
         secant = (ctx.x_t - x_prev) / gap
         # grad flows through the tangent itself here (forward-over-reverse), unlike ctcm's `tangent`

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ctcm.interfaces import expand_like
 from ctcm.objective import LossOutput, Objective, ObjectiveContext
 
 from .distances import check_distance, per_sample_distance
@@ -51,9 +50,8 @@ class ConsistencyObjective(Objective):
         return (ctx.t - dt).clamp(min=sched.t_min)
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
-        sched = ctx.schedule
         t_prev = self.target_times(ctx)
-        x_prev = expand_like(sched.alpha(t_prev), ctx.x0) * ctx.x0 + expand_like(sched.sigma(t_prev), ctx.x0) * ctx.noise
+        x_prev, _ = ctx.schedule.noisy(ctx.x0, ctx.noise, t_prev)
         with torch.no_grad():
             target = ctx.net(x_prev, t_prev)
         dist = per_sample_distance(ctx.f, target, self.distance, self.huber_c)
