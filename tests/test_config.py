@@ -54,6 +54,12 @@ def test_overrides():
         apply_overrides(data, ["backbone.width"])
 
 
+def test_exponent_floats_from_overrides():
+    data = to_dict(ctcm.preset_config("wfno-cifar"))
+    cfg = from_dict(ModelConfig, apply_overrides(data, ["objective.0.weight=2e-3"]))
+    assert cfg.objective[0].weight == 0.002
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_yaml(ModelConfig, tmp_path / "none.yaml")

@@ -1,1 +1,16 @@
-"""(filled by its issue)"""
+"""The training engine: configs, the loop (AdamW/cosine, EMA, clipping, non-finite guard, checkpoints with
+exact resume, DDP under torchrun), logging and plots. Entry points: :func:`train` and ``main_train``.
+
+    from ctcm.engine import load_train_config, train
+    cfg = load_train_config("examples/cifar10/configs/tiny.yaml", ["steps=100"])
+    result = train(cfg, "runs/tiny")
+"""
+
+from .config import (DataConfig, EMAConfig, EvalConfig, ModelSection, OptimConfig, TrainConfig, load_train_config,
+                     model_config, resolve)
+from .trainer import NonFiniteError, Trainer, TrainResult, train
+
+__all__ = [
+    "DataConfig", "EMAConfig", "EvalConfig", "ModelSection", "NonFiniteError", "OptimConfig", "TrainConfig",
+    "TrainResult", "Trainer", "load_train_config", "model_config", "resolve", "train",
+]

@@ -1,0 +1,142 @@
+"""Process groups under ``torchrun`` and an objective call that makes W ranks equal one process.
+
+Under DDP every rank gets B/W images of a global batch of B. The per-sample randomness of the objective
+(t, eps, the consistency gap) is drawn for all B images from a generator that is identical on every rank,
+and each rank keeps its own slice; per-step randomness (the weight-drop mask) is therefore also the same
+on every rank. DDP averages the gradients of the per-rank means, which is the gradient of the mean over
+the global batch: W ranks compute what one process with the whole batch computes (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..objective import LossOutput, Objective, ObjectiveContext, WeightedSum, resample_shared_noise, unwrap
+
+
+@dataclass
+class DistInfo:
+    """rank / world_size / local_rank of this process; ``enabled`` when a process group is up."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, ...), if any.
+
+    Backend: NCCL for CUDA devices, gloo otherwise. Without WORLD_SIZE > 1 nothing is initialised.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(minutes=30))
+    return DistInfo(rank, world, local_rank, True)
+
+
+def pick_device(requested: str, info: DistInfo) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` gets the local rank."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        requested = f"cuda:{info.local_rank}"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
+        torch.cuda.set_device(device)
+    return device
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_ranks_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Logical AND of ``flag`` over ranks (every rank gets the same answer)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+def any_rank_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    return not all_ranks_true(not flag, info, device)
+
+
+def mean_logs(logs: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    """Average float logs over ranks (same keys on every rank)."""
+    if not info.enabled or not logs:
+        return logs
+    keys = sorted(logs)
+    t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(keys, (t / info.world_size).tolist()))
+
+
+class ShardedContext(ObjectiveContext):
+    """An :class:`ObjectiveContext` whose per-sample draws are made for the global batch, then sliced.
+
+    With ``world_size`` W and a local batch of b, every draw of n = b values draws W b values from the
+    (rank-identical) generator and keeps positions [rank b, (rank + 1) b).
+    """
+
+    def __init__(self, model: nn.Module, x0: Tensor, step: int, generator: torch.Generator | None,
+                 rank: int, world_size: int) -> None:
+        super().__init__(model, x0, step, generator)
+        self.rank, self.world_size = rank, world_size
+
+    def _slice(self, x: Tensor) -> Tensor:
+        b = x.shape[0] // self.world_size
+        return x[self.rank * b:(self.rank + 1) * b]
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        shape = (x.shape[0] * self.world_size, *x.shape[1:])
+        return self._slice(torch.randn(shape, generator=self.generator, device=x.device, dtype=x.dtype))
+
+    def rand(self, n: int) -> Tensor:
+        return self._slice(torch.rand(n * self.world_size, generator=self.generator, device=self.x0.device,
+                                      dtype=self.x0.dtype))
+
+    @property
+    def t(self) -> Tensor:
+        if "_t" not in self.__dict__:
+            n = self.x0.shape[0] * self.world_size
+            self._t = self._slice(self.schedule.sample_t(n, generator=self.generator, device=self.x0.device,
+                                                         dtype=self.x0.dtype))
+        return self._t
+
+
+def sharded_loss(objective: Objective, model: nn.Module, x0: Tensor, step: int, generator: torch.Generator,
+                 info: DistInfo) -> LossOutput:
+    """``objective(model, x0, step, generator=generator)`` with the draws of :class:`ShardedContext`.
+
+    ``model`` may be DDP-wrapped: the objective runs its differentiable forward through it (so gradients
+    synchronise) and its no-grad target and JVP through the unwrapped network.
+    """
+    if unwrap(model).training:
+        resample_shared_noise(unwrap(model), generator)
+    ctx = ShardedContext(model, x0, step, generator, info.rank, info.world_size)
+    return WeightedSum(objective.terms()).compute(ctx)

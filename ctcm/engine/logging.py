@@ -1,0 +1,140 @@
+"""Run outputs: the metrics CSV (plus TensorBoard when installed), image grids and plots."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8: round((x + 1) 127.5) clipped to [0, 255]."""
+    x = ((x.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def save_grid(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Tile (B, C, H, W) images in [-1, 1] into one PNG, ``nrow`` per row (default ceil(sqrt(B)))."""
+    images = to_uint8(x)
+    b, h, w, c = images.shape
+    nrow = nrow or math.ceil(math.sqrt(b))
+    rows = math.ceil(b / nrow)
+    canvas = np.zeros((rows * (h + 2) + 2, nrow * (w + 2) + 2, c), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, nrow)
+        canvas[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = img
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas).save(path)
+    return path
+
+
+class MetricsLogger:
+    """Appends rows to ``train.csv`` (columns fixed by the first row; keys that appear later are not
+    written) and mirrors them to TensorBoard when ``tensorboard`` is installed.
+
+    ``resume_step``: continue an existing file, dropping rows past that step (logged after the checkpoint
+    that is resumed from); None starts a new file.
+    """
+
+    def __init__(self, out: str | Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
+        self.path = Path(out) / "train.csv"
+        self.columns: list[str] | None = None
+        if resume_step is not None and self.path.is_file():
+            with self.path.open(newline="") as fh:
+                rows = list(csv.reader(fh))
+            if rows:
+                self.columns = rows[0]
+                col = self.columns.index("step")
+                kept = [r for r in rows[1:] if float(r[col]) <= resume_step]
+                with self.path.open("w", newline="") as fh:
+                    csv.writer(fh).writerows([self.columns, *kept])
+        elif self.path.exists():
+            self.path.unlink()
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(Path(out) / "tensorboard"))
+            except ImportError:  # optional dependency
+                self.tb = None
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            with self.path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(self.columns)
+        with self.path.open("a", newline="") as fh:
+            csv.writer(fh).writerow([row.get(k, "") for k in self.columns])
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_csv(path: str | Path) -> dict[str, list[float]]:
+    """Columns of a metrics CSV as float lists (empty cells -> nan)."""
+    with Path(path).open() as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in rows[0]}
+
+
+def plot_losses(csv_path: str | Path, path: str | Path) -> Path | None:
+    """Loss curves (total and each term, log scale) against step, from ``train.csv``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = read_csv(csv_path) if Path(csv_path).is_file() else {}
+    if "step" not in cols:
+        return None
+    terms = [k for k in cols if k == "loss" or k in ("consistency", "tangent") or k.startswith(("consistency_", "tangent_"))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in terms:
+        ys = np.asarray(cols[k])
+        if np.isfinite(ys).any() and (ys[np.isfinite(ys)] > 0).all():
+            ax.plot(cols["step"], ys, label=k)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_fid(evals: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """FID against step, one line per number of sampling steps, from records ``{step, fid_1step, ...}``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for e in evals for k in e if k.startswith("fid_")})
+    if not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in keys:
+        pts = [(e["step"], e[k]) for e in evals if k in e]
+        ax.plot(*zip(*pts), marker="o", label=k)
+    ax.set_xlabel("step")
+    ax.set_ylabel("FID")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,124 @@
+"""``ctcm sample``: a checkpoint -> N images, as PNG files and/or one ``.npz`` (uint8, NHWC, key ``x``).
+
+    ctcm sample --ckpt runs/cifar/checkpoints/latest.pt --num-samples 50000 --npz samples.npz
+    torchrun --nproc_per_node 8 examples/cifar10/sample.py --ckpt ... --num-samples 50000 --out samples/ --steps 2
+
+Image i is a function of (seed, i // batch_size, steps) only: the same ``--seed`` and ``--batch-size`` give
+the same images on any number of ranks. Under ``torchrun`` batch k is drawn by rank k mod W; rank 0 joins
+the parts into the ``.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .engine.distributed import barrier, cleanup, init_distributed, pick_device
+from .engine.generate import sample_batches
+from .engine.logging import to_uint8
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctcm sample", description="Write N images sampled from a checkpoint.")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by training (e.g. RUN/checkpoints/latest.pt)")
+    p.add_argument("--num-samples", type=int, default=50_000, help="number of images (default %(default)s)")
+    p.add_argument("--out", help="folder for PNG files 000000.png, 000001.png, ...")
+    p.add_argument("--npz", help="one .npz with all images under 'x', uint8 (N, H, W, C)")
+    p.add_argument("--steps", type=int, choices=(1, 2), default=1, help="network evaluations per image")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or live weights")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def write_npz(path: Path, images: np.ndarray) -> None:
+    """``np.savez`` to a temporary file next to ``path``, then rename (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, x=images)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main_sample(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.out is None and args.npz is None:
+        print("error: give --out DIR (PNG files) and/or --npz FILE", file=sys.stderr)
+        return 2
+    if args.num_samples < 1 or args.batch_size < 1:
+        print("error: --num-samples and --batch-size must be positive", file=sys.stderr)
+        return 2
+    info = init_distributed(args.device)
+    try:
+        device = pick_device(args.device, info)
+        try:
+            model = load_checkpoint(args.ckpt, weights=args.weights, map_location=device).eval()
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        folder = Path(args.out) if args.out else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        parts_dir = Path(args.npz).parent / f".{Path(args.npz).name}.parts" if args.npz else None
+        if parts_dir is not None:
+            parts_dir.mkdir(parents=True, exist_ok=True)
+        batches = sample_batches(model, args.num_samples, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                                 device=device, rank=info.rank, world_size=info.world_size)
+        if info.is_main and not args.no_progress:
+            from tqdm.auto import tqdm
+            n_batches = -(-args.num_samples // args.batch_size)
+            batches = tqdm(batches, total=-(-n_batches // info.world_size), desc="sample")
+        starts, chunks = [], []
+        for start, x in batches:
+            images = to_uint8(x)
+            if folder is not None:
+                for j, img in enumerate(images):
+                    Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(folder / f"{start + j:06d}.png")
+            if parts_dir is not None:
+                starts.append(start)
+                chunks.append(images)
+        if parts_dir is not None:
+            np.savez(parts_dir / f"rank{info.rank}.npz", starts=np.asarray(starts, dtype=np.int64),
+                     x=np.concatenate(chunks) if chunks else np.zeros((0,), np.uint8),
+                     sizes=np.asarray([len(c) for c in chunks], dtype=np.int64))
+        barrier(info)
+        if info.is_main:
+            if parts_dir is not None:
+                merge_parts(parts_dir, Path(args.npz), args.num_samples, info.world_size)
+            where = " and ".join(str(p) for p in (folder, args.npz) if p is not None)
+            print(f"wrote {args.num_samples} images ({args.steps}-step, seed {args.seed}) to {where}")
+        return 0
+    finally:
+        cleanup(info)
+
+
+def merge_parts(parts_dir: Path, path: Path, n: int, world_size: int) -> None:
+    """Join the per-rank parts into ``path`` (images in index order), then delete them."""
+    out: np.ndarray | None = None
+    for r in range(world_size):
+        part = np.load(parts_dir / f"rank{r}.npz")
+        offset = 0
+        for start, size in zip(part["starts"], part["sizes"]):
+            chunk = part["x"][offset:offset + size]
+            if out is None:
+                out = np.empty((n, *chunk.shape[1:]), dtype=np.uint8)
+            out[start:start + size] = chunk
+            offset += size
+    assert out is not None
+    write_npz(path, out)
+    for r in range(world_size):
+        (parts_dir / f"rank{r}.npz").unlink()
+    parts_dir.rmdir()

@@ -1,0 +1,298 @@
+"""Training engine: config overrides, exact resume, non-finite guard, DDP on gloo, SIGTERM, data order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import Dataset
+
+import ctcm
+from ctcm.config import ConfigError
+from ctcm.engine import NonFiniteError, Trainer, load_train_config, model_config, resolve, train
+from ctcm.engine.config import dump_yaml
+from ctcm.engine.data_order import StepBatchSampler
+from ctcm.engine.lr import warmup_cosine
+from ctcm.engine.state import latest_checkpoint
+from ctcm.objective import LossOutput, Objective
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "cifar10" / "configs" / "tiny.yaml"
+DEFAULT = ROOT / "examples" / "cifar10" / "configs" / "default_cifar.yaml"
+
+# a model and run small enough for seconds on CPU; resolution 16 keeps every forward cheap
+SMALL = ["model.backbone.width=8", "model.backbone.n_layers=1", "model.backbone.modes=4",
+         "model.backbone.emb_dim=16", "model.resolution=16", "batch_size=8", "log_every=2",
+         "sample_every=0", "checkpoint_every=0", "eval.learning_samples=0", "eval.grid=0", "optim.warmup_steps=2",
+         "model.objective.1.warmup_steps=3"]
+
+
+class ToyImages(Dataset):
+    """n fixed random images (3, 16, 16) in [-1, 1]: smooth colour blobs, so learning has structure."""
+
+    def __init__(self, n: int = 48, res: int = 16, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        low = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1
+        self.x = torch.nn.functional.interpolate(low, size=res, mode="bilinear", align_corners=False)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+def small_config(*extra: str):
+    return load_train_config(TINY, SMALL + list(extra))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    payload = ctcm.read_checkpoint(path)
+    out = {f"model.{k}": v for k, v in payload["model"].items()}
+    out.update({f"ema.{k}": v for k, v in payload["ema"]["model"].items()})
+    return out
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+# -- configs ------------------------------------------------------------------------------------------------------
+def test_packaged_configs_load_and_round_trip(tmp_path):
+    for path in (TINY, DEFAULT):
+        cfg = load_train_config(path)
+        full = resolve(cfg)
+        assert full.model.preset is None
+        (tmp_path / "c.yaml").write_text(dump_yaml(full))
+        again = load_train_config(tmp_path / "c.yaml")
+        assert model_config(again.model) == model_config(cfg.model)
+    cfg = load_train_config(DEFAULT)
+    m = model_config(cfg.model)
+    assert m.backbone.name == "wfno" and m.backbone.kwargs["spectral_weight_drop"] > 0
+    assert [(t.name, t.weight) for t in m.objective] == [("consistency", 1.0), ("tangent", 0.1)]
+    assert cfg.optim.lr == 3e-4 and cfg.optim.weight_decay > 0 and cfg.optim.warmup_steps > 0
+
+
+def test_overrides_apply_and_unknown_keys_error():
+    cfg = small_config("optim.lr=0.5", "model.backbone.width=12", "data.heldout=7", "model.objective.0.delta_max=0.1")
+    m = model_config(cfg.model)
+    assert cfg.optim.lr == 0.5 and m.backbone.kwargs["width"] == 12 and cfg.data.heldout == 7
+    assert m.objective[0].kwargs["delta_max"] == 0.1 and m.backbone.kwargs["modes"] == 4
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lrr'\].*Valid keys"):
+        small_config("optim.lrr=1")
+    with pytest.raises(ConfigError, match="unknown key"):
+        small_config("nonsense=1")
+    with pytest.raises(ConfigError, match="precision"):
+        small_config("precision=fp8")
+
+
+def test_bad_backbone_argument_errors_at_build():
+    cfg = small_config("model.backbone.depth=3")
+    with pytest.raises(Exception, match="depth"):
+        ctcm.build(model_config(cfg.model))
+
+
+def test_warmup_cosine_shape():
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
+    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(500, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+# -- data order -------------------------------------------------------------------------------------------------
+def take(sampler, k):
+    it = iter(sampler)
+    return [next(it) for _ in range(k)]
+
+
+def test_data_order_resumes_and_shards():
+    full = take(StepBatchSampler(20, 6, seed=3), 7)  # 3 steps per epoch: crosses two epoch boundaries
+    assert take(StepBatchSampler(20, 6, seed=3, start_step=4), 3) == full[4:]
+    ranks = [take(StepBatchSampler(20, 6, seed=3, rank=r, world_size=2), 7) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks)] == full
+    epoch0 = [i for batch in full[:3] for i, _ in batch]
+    assert len(set(epoch0)) == 18  # no repeats within an epoch
+    with pytest.raises(ValueError, match="divisible"):
+        StepBatchSampler(20, 5, seed=0, world_size=2)
+
+
+# -- training: exact resume, outputs, non-finite guard --------------------------------------------------------------
+def test_exact_resume_is_bit_identical(tmp_path):
+    data = ToyImages()
+    # the schedule length is fixed (decay_steps) so that stopping at 3 is the same run as going to 6
+    cfg6 = small_config("steps=6", "optim.decay_steps=6", "checkpoint_every=3")
+    one = train(cfg6, tmp_path / "one", dataset=data, progress=False)
+    cfg3 = small_config("steps=3", "optim.decay_steps=6")
+    first = train(cfg3, tmp_path / "two", dataset=data, progress=False)
+    assert first.step == 3
+    second = train(cfg6, tmp_path / "two", dataset=data, resume=True, progress=False)
+    assert second.step == 6
+    a, b = ctcm.read_checkpoint(one.checkpoint), ctcm.read_checkpoint(second.checkpoint)
+    assert_identical(weights(one.checkpoint), weights(second.checkpoint))
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    assert a["lr_scheduler"] == b["lr_scheduler"]
+    assert torch.equal(a["extra"]["rng"]["objective"], b["extra"]["rng"]["objective"])
+    # the live network is the trained one, not the EMA copy
+    assert not all(torch.equal(a["model"][k], a["ema"]["model"][k]) for k in a["model"])
+    # and the 3-step checkpoint of the one-shot run equals the first half of the split run
+    assert_identical(weights(tmp_path / "one" / "checkpoints" / "step_00000003.pt"), weights(first.checkpoint))
+    logged = [int(r.split(",")[0]) for r in (tmp_path / "two" / "train.csv").read_text().splitlines()[1:]]
+    assert logged == [2, 3, 4, 6]  # every log_every steps and at the end of each invocation, no repeats
+
+
+def test_run_writes_outputs_and_learning_measure(tmp_path):
+    data, held = ToyImages(48), ToyImages(32, seed=1)
+    cfg = small_config("steps=4", "eval.learning_samples=32", "eval.grid=4", "sample_every=2", "keep_checkpoints=1",
+                       "checkpoint_every=2")
+    res = train(cfg, tmp_path, dataset=data, heldout=held, progress=False)
+    for key in ("config", "grid", "grid_initial", "loss_curve", "metrics", "train_csv", "checkpoint"):
+        assert res.files[key].is_file(), key
+    assert (tmp_path / "samples" / "step_00000002.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == ["latest.pt", "step_00000004.pt"]
+    first, last = res.metrics["learning_initial"], res.metrics["learning_final"]
+    assert {"fd8_1step", "fd8_2step", "channel_1step", "fd8_floor"} <= first.keys()
+    assert "improved" in res.metrics["learning"] and last["step"] == 4
+    header = (tmp_path / "train.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "consistency", "tangent", "lr", "grad_norm", "img_per_s", "nonfinite"} <= set(header)
+    stored = ctcm.read_checkpoint(res.checkpoint)["extra"]["config"]
+    assert stored["model"]["preset"] is None and stored["model"]["backbone"]["width"] == 8
+    assert isinstance(ctcm.load_checkpoint(res.checkpoint), ctcm.ConsistencyModel)
+
+
+class FakeFID:
+    """Stands in for ctcm.metrics.FIDEvaluator (whose Inception network is too slow for a unit test)."""
+
+    def __init__(self, ref, num_samples, batch_size=250, device=None, cache_dir=None, **kwargs) -> None:
+        self.calls = 0
+
+    def evaluate(self, model, steps=1, seed=0) -> float:
+        self.calls += 1
+        return 100.0 / self.calls + steps
+
+
+def test_periodic_fid_is_logged_and_plotted(tmp_path, monkeypatch):
+    import ctcm.metrics
+
+    monkeypatch.setattr(ctcm.metrics, "FIDEvaluator", FakeFID)
+    res = train(small_config("steps=4", "eval.fid_every=2", "eval.fid_steps=[1, 2]"), tmp_path,
+                dataset=ToyImages(), progress=False)
+    assert [r["step"] for r in res.metrics["fid"]] == [2, 4]
+    assert set(res.metrics["fid"][0]) == {"step", "fid_1step", "fid_2step"}
+    assert res.files["fid_curve"].is_file()
+
+
+class NaNAfter(Objective):
+    """The wrapped objective until ``step >= start``, then a NaN loss (still through the model)."""
+
+    name = "nan_after"
+
+    def __init__(self, inner: Objective, start: int) -> None:
+        self.inner, self.start = inner, start
+
+    def compute(self, ctx) -> LossOutput:
+        loss = self.inner.compute(ctx).loss
+        return LossOutput(loss * float("nan") if ctx.step >= self.start else loss)
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
+    data = ToyImages()
+    cfg = small_config("steps=20", "checkpoint_every=2", "max_nonfinite=3")
+    trainer = Trainer(cfg, tmp_path, dataset=data, progress=False)
+    trainer.objective = NaNAfter(trainer.objective, start=4)
+    with pytest.raises(NonFiniteError, match=r"3 consecutive steps .* last good checkpoint is .*step_00000004\.pt"):
+        trainer.run()
+    good = ctcm.read_checkpoint(latest_checkpoint(tmp_path))
+    assert good["step"] == 4
+    assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # skipped steps changed nothing
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    from ctcm.data import DataError
+
+    cfg = small_config("data.source=" + str(tmp_path / "nowhere.npz"))
+    with pytest.raises(DataError, match="nowhere.npz.*--data"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(small_config(), tmp_path, dataset=ToyImages(), resume=True, progress=False)
+
+
+# -- DDP on gloo ------------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    trainer = Trainer(small_config(*overrides), out, dataset=ToyImages(), progress=False)
+    trainer.run()
+    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, Path(out) / f"rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_ranks_match_one_process(tmp_path):
+    overrides = ["steps=4", "data.num_workers=0"]
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), overrides), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
+    assert_identical(r0, r1)
+    single = Trainer(small_config(*overrides), tmp_path / "single", dataset=ToyImages(), progress=False)
+    single.run()
+    torch.manual_seed(0)  # the config's seed: the initial weights every run starts from
+    start = ctcm.build(model_config(small_config().model))
+    moved = 0.0
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(r0[k], v, rtol=1e-4, atol=1e-5, msg=f"{k}: DDP and single process differ")
+        moved = max(moved, float((v - start.state_dict()[k]).abs().max()))
+    assert moved > 1e-4  # the weights did change, so the comparison means something
+
+
+# -- signals -----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_mid_run_leaves_a_loadable_checkpoint(tmp_path):
+    images = (ToyImages(48).x.permute(0, 2, 3, 1).add(1).mul(127.5).round().to(torch.uint8).numpy())
+    np.savez(tmp_path / "data.npz", x=images)
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "examples" / "cifar10" / "train.py"), "--config", str(TINY), "--out", str(out),
+           "--data", str(tmp_path / "data.npz"), "--steps", "100000", "--no-progress", *SMALL, "data.heldout=0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    csv = out / "train.csv"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (csv.is_file() and len(csv.read_text().splitlines()) > 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM at step" in stdout and "--resume" in stdout
+    payload = ctcm.read_checkpoint(latest_checkpoint(out))
+    assert 0 < payload["step"] < 100000
+    assert isinstance(ctcm.load_checkpoint(latest_checkpoint(out)), ctcm.ConsistencyModel)
+    # resume from the command line with the run's stored config (no --config), two more steps
+    target = payload["step"] + 2
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "cifar10" / "train.py"), "--out", str(out),
+                           "--resume", "--steps", str(target), "--no-progress"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert ctcm.read_checkpoint(latest_checkpoint(out))["step"] == target
+    assert "loss_curve" in done.stdout and "metrics" in done.stdout
