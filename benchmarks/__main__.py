@@ -1,0 +1,40 @@
+"""``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .runner import SECTIONS, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="minutes on a CPU (default)")
+    size.add_argument("--full", dest="mode", action="store_const", const="full", help="the whole grid")
+    size.add_argument("--smoke", dest="mode", action="store_const", const="smoke", help="tiny sizes, seconds")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    parser.add_argument("--tag", default=None, help="file stem (default: a machine tag)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                        help="timer: wall or process CPU time (default: cpu on a CPU device, wall on GPU)")
+    parser.add_argument("--report", metavar="JSON", default=None,
+                        help="measure nothing: rewrite the .md and .png of an existing results JSON")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    args = parser.parse_args(argv)
+    if args.report:
+        from .runner import write_report
+
+        print(write_report(args.report, plot_png=not args.no_plot))
+        return
+    results = run(args.mode or "quick", device=args.device, out_dir=args.out, tag=args.tag,
+                  sections=tuple(s for s in args.sections.split(",") if s), plot_png=not args.no_plot,
+                  clock=args.clock)
+    from .report import markdown
+
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

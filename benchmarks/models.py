@@ -1,0 +1,135 @@
+"""Sections 2 and 3: JVP cost against a forward, training-step cost, training and sampling throughput.
+
+For each preset (``wfno-cifar``, ``fno-cifar``, ``unet-cifar``, matched at ~30.4M parameters), on one
+batch (x_t, t, dx_t/dt) drawn from the preset's schedule, measured side by side:
+
+* ``forward``: f(x_t, t), no grad;                 ``forward_grad``: the same, recording the graph;
+* ``jvp_nograd``: ``model.time_derivative`` (one ``torch.func.jvp`` of the backbone), no grad;
+* ``total_derivative``: ``ctcm.total_derivative(model, ...)`` (jvp of the whole model), no grad;
+* ``jvp_grad``: ``model.time_derivative`` recording the graph;
+* ``finite_difference``: the two-forward alternative (f(x + h v, t + h) - f(x - h v, t - h)) / 2h;
+* ``step_consistency`` / ``step_consistency_tangent``: one optimiser step (zero_grad, loss, backward,
+  Adam) with ``consistency`` alone and with ``consistency + 0.1 tangent`` (one shared forward);
+* ``sample_onestep``: ``model.sample(B, steps=1)``.
+
+Ratios are to ``forward`` (or to the consistency-only step); throughput is B / median time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+import ctcm
+
+from .settings import Settings
+from .timing import measure, peak_memory_mb, precision_context
+
+FD_STEP = 1e-3
+JVP_KEYS = ("forward", "forward_grad", "jvp_nograd", "total_derivative", "jvp_grad", "finite_difference")
+STEP_KEYS = ("step_consistency", "step_consistency_tangent")
+
+
+def n_parameters(model: torch.nn.Module) -> int:
+    """Real parameters (a complex weight counts twice)."""
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
+
+
+def _try(fns: dict[str, Callable[[], object]], errors: dict[str, str]) -> dict[str, Callable[[], object]]:
+    ok = {}
+    for name, fn in fns.items():
+        try:
+            fn()
+            ok[name] = fn
+        except Exception as exc:  # noqa: BLE001 - recorded in the results
+            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return ok
+
+
+def bench_preset(preset: str, precision: str, settings: Settings, device: torch.device) -> dict[str, Any]:
+    """Every figure of sections 2 and 3 for one preset."""
+    torch.manual_seed(0)
+    override = settings.backbone_overrides.get(preset)
+    model = ctcm.build(preset, backbone=override, resolution=settings.model_resolution).to(device).train()
+    sched, b = model.schedule, settings.model_batch
+    x0 = torch.rand(b, model.channels, model.resolution, model.resolution, device=device) * 2 - 1
+    t = sched.sample_t(b, device=device)
+    x_t, dx_dt = sched.noisy(x0, torch.randn_like(x0), t)
+    ctx = lambda: precision_context(device, precision)  # noqa: E731
+
+    def nograd(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad(), ctx():
+                return fn()
+        return run
+
+    def withgrad(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with ctx():
+                return fn()
+        return run
+
+    def finite_difference() -> torch.Tensor:
+        h = FD_STEP
+        return (model(x_t + h * dx_dt, t + h) - model(x_t - h * dx_dt, t - h)) / (2 * h)
+
+    errors: dict[str, str] = {}
+    jvp_fns = _try({
+        "forward": nograd(lambda: model(x_t, t)),
+        "forward_grad": withgrad(lambda: model(x_t, t)),
+        "jvp_nograd": nograd(lambda: model.time_derivative(x_t, t, dx_dt)),
+        "total_derivative": nograd(lambda: ctcm.total_derivative(model, x_t, t, dx_dt)),
+        "jvp_grad": withgrad(lambda: model.time_derivative(x_t, t, dx_dt)),
+        "finite_difference": nograd(finite_difference),
+    }, errors)
+    times = measure(jvp_fns, device=device, warmup=max(0, settings.warmup - 1), repeats=settings.model_repeats,
+                         clock=settings.clock)
+
+    objectives = {
+        "step_consistency": ctcm.create_objective("consistency"),
+        "step_consistency_tangent": ctcm.create_objective("consistency") + 0.1 * ctcm.create_objective("tangent"),
+    }
+    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def step(objective: ctcm.Objective) -> Callable[[], object]:
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            with ctx():
+                out = objective(model, x0, step=1000, generator=gen)
+            out.loss.backward()
+            opt.step()
+        return run
+
+    step_fns = _try({k: step(o) for k, o in objectives.items()}, errors)
+    times.update(measure(step_fns, device=device, warmup=max(0, settings.warmup - 1), repeats=settings.model_repeats,
+                         clock=settings.clock))
+    sample_fns = _try({"sample_onestep": nograd(lambda: model.sample(b, steps=1, device=device))}, errors)
+    times.update(measure(sample_fns, device=device, warmup=max(0, settings.warmup - 1), repeats=settings.model_repeats,
+                         clock=settings.clock))
+
+    med = {k: v["median_s"] for k, v in times.items()}
+    row: dict[str, Any] = {"preset": preset, "precision": precision, "batch": b, "params": n_parameters(model),
+                           "times": times, "errors": errors}
+    if "forward" in med:
+        row["ratio_to_forward"] = {k: med[k] / med["forward"] for k in JVP_KEYS if k in med}
+    if all(k in med for k in STEP_KEYS):
+        row["tangent_step_ratio"] = med["step_consistency_tangent"] / med["step_consistency"]
+        row["train_images_per_s"] = b / med["step_consistency_tangent"]
+        row["train_consistency_images_per_s"] = b / med["step_consistency"]
+    if "sample_onestep" in med:
+        row["sample_images_per_s"] = b / med["sample_onestep"]
+    if "step_consistency_tangent" in step_fns:
+        row["peak_mb_step_tangent"] = peak_memory_mb(step_fns["step_consistency_tangent"], device)
+    return row
+
+
+def run_models(settings: Settings, device: torch.device, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Sections 2 and 3 over ``settings.presets`` x ``settings.precisions``."""
+    rows = []
+    for precision in settings.precisions:
+        for preset in settings.presets:
+            log(f"[models] {precision} {preset} batch={settings.model_batch}")
+            rows.append(bench_preset(preset, precision, settings, device))
+    return rows

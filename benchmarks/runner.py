@@ -1,0 +1,76 @@
+"""One run: measure every section, then write ``<out>/<tag>.json``, ``.md`` and ``.png``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .fft_layers import run_fft_layers
+from .machine import machine_info, machine_tag
+from .models import run_models
+from .report import markdown, plot
+from .settings import settings_for
+from .timing import matmul_flops
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SECTIONS = ("fft", "models")
+
+
+def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path | None = None,
+        tag: str | None = None, sections: tuple[str, ...] = SECTIONS, plot_png: bool = True,
+        clock: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark and write its files; returns the results dict.
+
+    Args:
+        mode: ``smoke`` (tiny sizes, seconds), ``quick`` or ``full`` (see :mod:`benchmarks.settings`).
+        device: ``cpu`` / ``cuda`` (default: cuda when available).
+        out_dir: where the files go (default ``benchmarks/results``).
+        tag: file stem (default: :func:`machine_tag`).
+        sections: any of ``fft`` and ``models``.
+        clock: ``wall`` or ``cpu`` (default: process CPU time on a CPU device, wall time on GPU).
+    """
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    bad = set(sections) - set(SECTIONS)
+    if bad:
+        raise ValueError(f"unknown section(s) {sorted(bad)}; choose from {SECTIONS}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    settings = settings_for(mode, dev.type)
+    settings.clock = clock or ("cpu" if dev.type == "cpu" else "wall")
+    tag = tag or machine_tag(dev)
+    results: dict[str, Any] = {
+        "tag": tag, "mode": mode, "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(dev), "settings": {k: v for k, v in vars(settings).items()},
+        "matmul": {p: matmul_flops(dev, p, settings.matmul_n, warmup=settings.warmup, repeats=settings.repeats,
+                                   clock=settings.clock) for p in settings.precisions},
+        "fft_layers": [], "models": [],
+    }
+    if "fft" in sections:
+        results["fft_layers"] = run_fft_layers(settings, dev, results["matmul"], log)
+    if "models" in sections:
+        results["models"] = run_models(settings, dev, log)
+    # the reference rate again at the end: a large change means the machine's load moved during the run
+    results["matmul_end"] = {p: matmul_flops(dev, p, settings.matmul_n, warmup=settings.warmup,
+                                             repeats=settings.repeats, clock=settings.clock)
+                             for p in settings.precisions}
+    out = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}.json").write_text(json.dumps(results, indent=1, default=str))
+    write_report(out / f"{tag}.json", results, plot_png=plot_png)
+    log(f"wrote {out / tag}.json, .md{', .png' if plot_png else ''}")
+    return results
+
+
+def write_report(json_path: str | Path, results: dict[str, Any] | None = None, *, plot_png: bool = True) -> str:
+    """Write the Markdown report (and plot) beside a results JSON; returns the Markdown."""
+    json_path = Path(json_path)
+    results = results if results is not None else json.loads(json_path.read_text())
+    text = markdown(results)
+    json_path.with_suffix(".md").write_text(text)
+    if plot_png:
+        plot(results, json_path.with_suffix(".png"))
+    return text

@@ -1,0 +1,96 @@
+"""ctcm's SpectralConv2d against neuraloperator's SpectralConv: same maths, any dtype, dtype-safe casts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ctcm import ComplexSafeModule
+from ctcm_backbones.spectral import NeuralopSpectralConv2d, SpectralConv2d, contract_modes, weight_from_neuralop
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pair(c_in: int, c_out: int, modes) -> tuple[NeuralopSpectralConv2d, SpectralConv2d]:
+    torch.manual_seed(0)
+    theirs = NeuralopSpectralConv2d(c_in, c_out, modes)
+    ours = SpectralConv2d(c_in, c_out, modes)
+    with torch.no_grad():
+        ours.weight.copy_(weight_from_neuralop(theirs.conv.weight.tensor))
+    return theirs, ours
+
+
+@pytest.mark.parametrize("modes,res", [(6, 16), ((5, 8), 16), ((8, 6), 32), (16, 32)])
+def test_outputs_equal_neuralop_with_mapped_weights(modes, res) -> None:
+    theirs, ours = _pair(6, 5, modes)
+    x = torch.randn(3, 6, res, res + 4)
+    ref = theirs(x)
+    assert ref.abs().max() > 1e-3  # not trivially zero
+    torch.testing.assert_close(ours(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_equal_neuralop() -> None:
+    theirs, ours = _pair(4, 4, 6)
+    x = torch.randn(2, 4, 16, 16, requires_grad=True)
+    g_theirs = torch.autograd.grad(theirs(x).square().sum(), x)[0]
+    g_ours = torch.autograd.grad(ours(x).square().sum(), x)[0]
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_contraction_equals_einsum() -> None:
+    x = torch.randn(3, 5, 6, 4, dtype=torch.complex128)
+    w = torch.randn(5, 7, 6, 4, dtype=torch.complex128)
+    torch.testing.assert_close(contract_modes(x, w), torch.einsum("bixy,ioxy->boxy", x, w))
+
+
+def test_float64_works_for_ours() -> None:
+    _, ours = _pair(4, 3, 6)
+    x = torch.randn(2, 4, 16, 16, dtype=torch.float64)
+    y64 = ours.double()(x)
+    assert y64.dtype == torch.float64 and ours.weight.dtype == torch.float64
+    y32 = ours.float()(x.float())
+    torch.testing.assert_close(y64.float(), y32, rtol=1e-4, atol=1e-5)
+
+
+def test_neuralop_adaptor_refuses_float64() -> None:
+    theirs, _ = _pair(2, 2, 4)
+    with pytest.raises(TypeError, match="complex64"):
+        theirs.double()(torch.randn(1, 2, 8, 8, dtype=torch.float64))
+
+
+class _Root(ComplexSafeModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(NeuralopSpectralConv2d(3, 3, 4))
+
+
+@pytest.mark.parametrize("cast", [lambda m: m.double(), lambda m: m.to(torch.float64)], ids=["double", "to"])
+def test_complex_safe_root_keeps_imaginary_part_of_neuralop_weight(cast) -> None:
+    model = _Root()
+    before = model.body[0].conv.weight.tensor.detach().clone()
+    assert before.imag.abs().max() > 0
+    cast(model)
+    after = model.body[0].conv.weight.tensor
+    assert after.dtype == torch.complex128
+    torch.testing.assert_close(after.detach(), before.to(torch.complex128))
+    model.float()
+    assert model.body[0].conv.weight.tensor.dtype == torch.complex64
+
+
+def test_jvp_matches_central_finite_difference_float64() -> None:
+    _, ours = _pair(3, 4, (6, 6))
+    ours = ours.double()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    v = torch.randn_like(x)
+    _, jvp = torch.func.jvp(ours, (x,), (v,))
+    h = 1e-5
+    fd = (ours(x + h * v) - ours(x - h * v)) / (2 * h)
+    torch.testing.assert_close(jvp, fd, rtol=1e-7, atol=1e-9)
