@@ -65,8 +65,9 @@ class SpectralConv2d(nn.Module):
         keep = torch.full(shape, 1.0 - self.weight_drop, device=device)
         self._mask = (torch.bernoulli(keep, generator=generator) / (1.0 - self.weight_drop)).to(self.weight.device)
 
-    def complex_weight(self) -> Tensor:
-        w = torch.view_as_complex(self.weight)
+    def complex_weight(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The (C_in, C_out, m1, m2') complex weight (masked in training), its real part in ``dtype``."""
+        w = torch.view_as_complex(self.weight if dtype is None else self.weight.to(dtype))
         if self.training and self.weight_drop > 0.0:
             if self._mask is None or self._mask.device != w.device:
                 self.resample_noise_()
@@ -80,14 +81,18 @@ class SpectralConv2d(nn.Module):
                 f"input {h}x{w} is smaller than the kept modes ({self.n_pos + self.n_neg}, "
                 f"{2 * (self.n_half - 1)}); use fewer modes or a larger input"
             )
-        xf = torch.fft.rfft2(x, norm="forward")
-        m1 = self.n_pos + self.n_neg
-        rows = torch.cat([xf[..., : self.n_pos, : self.n_half], xf[..., h - self.n_neg :, : self.n_half]], dim=-2)
-        y = contract_modes(rows, self.complex_weight())  # (B, C_out, m1, n_half)
-        # rows back to their frequencies [0..n_pos-1, zeros, -n_neg..-1]; irfft2 zero-pads the W half-spectrum
-        gap = y.new_zeros(y.shape[0], self.out_channels, h - m1, self.n_half)
-        out = torch.cat([y[..., : self.n_pos, :], gap, y[..., self.n_pos :, :]], dim=-2)
-        return torch.fft.irfft2(out, s=(h, w), norm="forward")
+        # FFTs have no bf16 kernels and fp16 ones only for powers of two: compute in float32 then
+        # (under autocast or a half-precision model), and hand back the input's dtype.
+        compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            xf = torch.fft.rfft2(x.to(compute), norm="forward")
+            m1 = self.n_pos + self.n_neg
+            rows = torch.cat([xf[..., : self.n_pos, : self.n_half], xf[..., h - self.n_neg :, : self.n_half]], dim=-2)
+            y = contract_modes(rows, self.complex_weight(compute))  # (B, C_out, m1, n_half)
+            # rows back to their frequencies [0..n_pos-1, zeros, -n_neg..-1]; irfft2 zero-pads the W half-spectrum
+            gap = y.new_zeros(y.shape[0], self.out_channels, h - m1, self.n_half)
+            out = torch.cat([y[..., : self.n_pos, :], gap, y[..., self.n_pos :, :]], dim=-2)
+            return torch.fft.irfft2(out, s=(h, w), norm="forward").to(x.dtype)
 
 
 def contract_modes(x: Tensor, weight: Tensor) -> Tensor:

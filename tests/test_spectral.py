@@ -94,3 +94,19 @@ def test_jvp_matches_central_finite_difference_float64() -> None:
     h = 1e-5
     fd = (ours(x + h * v) - ours(x - h * v)) / (2 * h)
     torch.testing.assert_close(jvp, fd, rtol=1e-7, atol=1e-9)
+
+
+def test_half_precision_inputs_compute_the_fft_in_float32():
+    """bf16 autocast (as on GPU) and a bf16 model both run: FFTs have no bf16 kernels."""
+    import ctcm
+
+    torch.manual_seed(0)
+    model = ctcm.build("wfno-cifar", backbone={"width": 8, "n_layers": 1, "modes": 4}, resolution=8).eval()
+    x, t = torch.randn(2, 3, 8, 8), torch.full((2,), 0.5)
+    reference = model(x, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(x, t)
+    assert torch.isfinite(mixed).all()
+    torch.testing.assert_close(mixed.float(), reference, atol=0.1, rtol=0.1)
+    low = model.to(torch.bfloat16)(x.bfloat16(), t.bfloat16())
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
