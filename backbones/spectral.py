@@ -27,7 +27,7 @@ class SpectralConv2d(nn.Module):
 
     Kept modes follow neuraloperator's convention for ``n_modes=(m1, m2)``: along H the frequencies
     -floor(m1/2) .. ceil(m1/2)-1, along W (the half spectrum) 0 .. floor(m2/2). The weight is stored as a
-    real tensor (C_in, C_out, m1, floor(m2/2)+1, 2), rows ordered [0, 1, ..., -2, -1] (no fftshift).
+    real tensor (m1, floor(m2/2)+1, C_in, C_out, 2) (mode-major), rows ordered [0, 1, ..., -2, -1] (no fftshift).
 
     Args:
         in_channels, out_channels: channel counts.
@@ -48,7 +48,8 @@ class SpectralConv2d(nn.Module):
         self.n_pos, self.n_neg, self.n_half = m1 - m1 // 2, m1 // 2, m2 // 2 + 1
         self.weight_drop = weight_drop
         std = math.sqrt(2.0 / (in_channels + out_channels))  # neuraloperator's "auto" init, complex normal
-        self.weight = nn.Parameter(torch.randn(in_channels, out_channels, m1, self.n_half, 2) * std / math.sqrt(2))
+        # mode-major layout (m1, m2', C_in, C_out, re/im): the contraction reads it with no transpose
+        self.weight = nn.Parameter(torch.randn(m1, self.n_half, in_channels, out_channels, 2) * std / math.sqrt(2))
         self._mask: Tensor | None = None
 
     def extra_repr(self) -> str:
@@ -66,7 +67,7 @@ class SpectralConv2d(nn.Module):
         self._mask = (torch.bernoulli(keep, generator=generator) / (1.0 - self.weight_drop)).to(self.weight.device)
 
     def complex_weight(self, dtype: torch.dtype | None = None) -> Tensor:
-        """The (C_in, C_out, m1, m2') complex weight (masked in training), its real part in ``dtype``."""
+        """The (m1, m2', C_in, C_out) complex weight (masked in training), its real part in ``dtype``."""
         w = torch.view_as_complex(self.weight if dtype is None else self.weight.to(dtype))
         if self.training and self.weight_drop > 0.0:
             if self._mask is None or self._mask.device != w.device:
@@ -96,19 +97,18 @@ class SpectralConv2d(nn.Module):
 
 
 def contract_modes(x: Tensor, weight: Tensor) -> Tensor:
-    """y[b, o, k] = sum_i x[b, i, k] w[i, o, k] for every kept mode k, as one batched matrix product.
+    """y[b, o, k] = sum_i x[b, i, k] w[k, i, o] for every kept mode k, as one batched matrix product.
 
-    Same maths as ``einsum("bixy,ioxy->boxy")``, but the weight is brought to (modes, C_in, C_out) by a
-    2-D transpose (fast, cache-blocked) and the modes become the batch of a single ``bmm``; at the small
-    batches of a consistency step the contraction is bound by reading the weight, which einsum's generic
-    permutations read several times.
-    Shapes: x (B, C_in, m1, m2'), weight (C_in, C_out, m1, m2') complex -> (B, C_out, m1, m2').
+    Same maths as ``einsum("bixy,xyio->boxy")``, with the modes as the batch of a single ``bmm``. The
+    weight is stored mode-major, so it is read as (modes, C_in, C_out) without a copy: at the small
+    batches of a consistency step the contraction is bound by reading the weight, and a transpose of it
+    per call (or einsum's generic permutations) cost more than the product itself.
+    Shapes: x (B, C_in, m1, m2'), weight (m1, m2', C_in, C_out) complex -> (B, C_out, m1, m2').
     """
     b, ci, m1, m2 = x.shape
-    co, k = weight.shape[1], m1 * m2
-    w = weight.reshape(ci * co, k).t().contiguous().view(k, ci, co)
+    co, k = weight.shape[-1], m1 * m2
     xk = x.reshape(b * ci, k).t().reshape(k, b, ci)
-    y = torch.bmm(xk, w)  # (k, B, C_out)
+    y = torch.bmm(xk, weight.reshape(k, ci, co))  # (k, B, C_out)
     return y.reshape(k, b * co).t().reshape(b, co, m1, m2)
 
 
@@ -116,15 +116,17 @@ def weight_from_neuralop(weight: Tensor) -> Tensor:
     """neuraloperator's dense weight -> a :class:`SpectralConv2d` ``weight`` with the same maths.
 
     neuraloperator stores (C_in, C_out, m1, m2//2+1) complex with rows fftshifted (row j is frequency
-    j - m1//2); ours stores the same numbers as real pairs with rows unshifted ([0, 1, ..., -1]), so
-    ours = view_as_real(roll(theirs, -(m1//2), dim=2)). Exact for even input sizes (neuraloperator
-    re-applies ``fftshift`` instead of ``ifftshift`` to its output, which differs for odd sizes).
-    Shapes: (C_in, C_out, m1, m2') complex -> (C_in, C_out, m1, m2', 2) real.
+    j - m1//2); ours stores the same numbers mode-major as real pairs with rows unshifted
+    ([0, 1, ..., -1]), so ours = view_as_real(roll(theirs, -(m1//2), dim=2).permute(2, 3, 0, 1)). Exact for
+    even input sizes (neuraloperator re-applies ``fftshift`` instead of ``ifftshift`` to its output,
+    which differs for odd sizes).
+    Shapes: (C_in, C_out, m1, m2') complex -> (m1, m2', C_in, C_out, 2) real.
     """
     if not weight.is_complex() or weight.ndim != 4:
         raise ValueError(f"expected neuraloperator's complex (C_in, C_out, m1, m2') weight, got "
                          f"{tuple(weight.shape)} {weight.dtype}")
-    return torch.view_as_real(torch.roll(weight, shifts=-(weight.shape[2] // 2), dims=2)).contiguous()
+    rolled = torch.roll(weight, shifts=-(weight.shape[2] // 2), dims=2)
+    return torch.view_as_real(rolled.permute(2, 3, 0, 1).contiguous()).contiguous()
 
 
 class NeuralopSpectralConv2d(nn.Module):

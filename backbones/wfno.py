@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ctcm.interfaces import Backbone
 
 from .spectral import SPECTRAL_IMPLEMENTATIONS
+from .tangent_ops import gelu_pair, group_norm_pair, linear_pair, sequential_pair
 from .time_embedding import TimeEmbedding
 
 
@@ -43,6 +44,18 @@ class WeightedFourierBlock(nn.Module):
         gamma, beta = self.film(emb)[:, :, None, None].chunk(2, dim=1)
         z = F.gelu(self.norm(h) * (1 + gamma) + beta)
         return h + self.mix[0] * self.spectral(z) + self.mix[1] * self.conv1(z) + self.mix[2] * self.conv3(z)
+
+    def forward_and_tangent(self, h: Tensor, dh: Tensor, emb: Tensor, demb: Tensor) -> tuple[Tensor, Tensor]:
+        """(block(h, emb), its directional derivative along (dh, demb)) by the rules of Eq. 20."""
+        film, dfilm = linear_pair(self.film, emb, demb)
+        (gamma, beta), (dgamma, dbeta) = film[:, :, None, None].chunk(2, 1), dfilm[:, :, None, None].chunk(2, 1)
+        n, dn = group_norm_pair(self.norm, h, dh)
+        z, dz = gelu_pair(n * (1 + gamma) + beta, dn * (1 + gamma) + n * dgamma + dbeta)
+        out, dout = h, dh
+        for weight, path in zip(self.mix, (self.spectral, self.conv1, self.conv3)):
+            y, dy = linear_pair(path, z, dz)
+            out, dout = out + weight * y, dout + weight * dy
+        return out, dout
 
 
 class WFNO2d(Backbone):
@@ -88,3 +101,13 @@ class WFNO2d(Backbone):
         for block in self.blocks:
             h = block(h, emb)
         return self.project(h)
+
+    def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor) -> tuple[Tensor, Tensor]:
+        """(F(x, c), dF along (dx, dc)) by hand-written forward mode (Eq. 20): each linear layer runs once
+        on the doubled batch, so the JVP costs about two forwards instead of ``torch.func.jvp``'s three
+        convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` (tested)."""
+        emb, demb = torch.func.jvp(self.embed, (c_noise,), (dc_noise,))
+        h, dh = linear_pair(self.lift, x, dx)
+        for block in self.blocks:
+            h, dh = block.forward_and_tangent(h, dh, emb, demb)
+        return sequential_pair(self.project, h, dh)

@@ -26,13 +26,15 @@ LAYERS = ("neuralop", "ctcm", "ctcm-einsum", "conv3x3", "conv1x1")
 
 
 class EinsumSpectralConv2d(SpectralConv2d):
-    """ctcm's layer as it was before this benchmark: one ``einsum`` and an in-place scatter (reference)."""
+    """ctcm's layer as it was before this benchmark: one ``einsum`` and an in-place scatter (reference).
+
+    (The weight layout has since become mode-major; the einsum reads it as such.)"""
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         xf = torch.fft.rfft2(x, norm="forward")
         rows = torch.cat([xf[..., : self.n_pos, : self.n_half], xf[..., h - self.n_neg :, : self.n_half]], dim=-2)
-        y = torch.einsum("bixy,ioxy->boxy", rows, self.complex_weight())
+        y = torch.einsum("bixy,xyio->boxy", rows, self.complex_weight())
         out = y.new_zeros(x.shape[0], self.out_channels, h, w // 2 + 1)
         out[..., : self.n_pos, : self.n_half] = y[..., : self.n_pos, :]
         out[..., h - self.n_neg :, : self.n_half] = y[..., self.n_pos :, :]

@@ -83,7 +83,7 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
         "jvp_grad": withgrad(lambda: model.time_derivative(x_t, t, dx_dt)),
         "finite_difference": nograd(finite_difference),
     }, errors)
-    times = measure(jvp_fns, device=device, warmup=max(0, settings.warmup - 1), repeats=settings.model_repeats,
+    times = measure(jvp_fns, device=device, warmup=settings.warmup, repeats=settings.model_repeats,
                          clock=settings.clock)
 
     objectives = {
@@ -103,10 +103,10 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
         return run
 
     step_fns = _try({k: step(o) for k, o in objectives.items()}, errors)
-    times.update(measure(step_fns, device=device, warmup=max(0, settings.warmup - 1), repeats=settings.model_repeats,
+    times.update(measure(step_fns, device=device, warmup=settings.warmup, repeats=settings.model_repeats,
                          clock=settings.clock))
     sample_fns = _try({"sample_onestep": nograd(lambda: model.sample(b, steps=1, device=device))}, errors)
-    times.update(measure(sample_fns, device=device, warmup=max(0, settings.warmup - 1), repeats=settings.model_repeats,
+    times.update(measure(sample_fns, device=device, warmup=settings.warmup, repeats=settings.model_repeats,
                          clock=settings.clock))
 
     med = {k: v["median_s"] for k, v in times.items()}

@@ -53,7 +53,7 @@ def settings_for(mode: str, device_type: str) -> Settings:
             return Settings("quick", grid, model_batch=64, warmup=3, repeats=10, model_repeats=5,
                             matmul_n=4096, precisions=precisions)
         grid = [(32, 16, 32, 4), (128, 12, 32, 4), (128, 16, 32, 4), (256, 16, 32, 4), (128, 16, 64, 4)]
-        return Settings("quick", grid, model_batch=4, warmup=1, repeats=5, model_repeats=3, matmul_n=1024)
+        return Settings("quick", grid, model_batch=4, warmup=1, repeats=5, model_repeats=5, matmul_n=1024)
     if mode == "full":
         batches = (32, 128) if gpu else (8, 32)
         grid = list(itertools.product((32, 64, 128, 256), (8, 12, 16), (32, 64), batches))

@@ -47,8 +47,8 @@ def test_gradients_equal_neuralop() -> None:
 
 def test_contraction_equals_einsum() -> None:
     x = torch.randn(3, 5, 6, 4, dtype=torch.complex128)
-    w = torch.randn(5, 7, 6, 4, dtype=torch.complex128)
-    torch.testing.assert_close(contract_modes(x, w), torch.einsum("bixy,ioxy->boxy", x, w))
+    w = torch.randn(6, 4, 5, 7, dtype=torch.complex128)  # mode-major (m1, m2', C_in, C_out)
+    torch.testing.assert_close(contract_modes(x, w), torch.einsum("bixy,xyio->boxy", x, w))
 
 
 def test_float64_works_for_ours() -> None:
