@@ -42,7 +42,11 @@ def test_duplicate_name_is_an_error():
 
 
 def test_builtin_name_cannot_be_taken_by_a_user():
-    with pytest.raises(RegistryError, match="already provided by the installed entry point"):
+    # refused whether the plugin is still a pending entry point or already loaded by an earlier lookup
+    with pytest.raises(RegistryError, match="'wfno' is already (registered|provided).*Choose another name"):
+        ctcm.register_backbone("wfno")(nn.Identity)
+    ctcm.create_backbone("wfno", width=4, n_layers=1, modes=4)
+    with pytest.raises(RegistryError, match="'wfno' is already registered"):
         ctcm.register_backbone("wfno")(nn.Identity)
 
 
