@@ -24,3 +24,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     so it combines with hypothesis)."""
     if "schedule_name" in metafunc.fixturenames:
         metafunc.parametrize("schedule_name", SCHEDULES)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP hand-offs, which dominate on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

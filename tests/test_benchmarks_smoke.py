@@ -15,13 +15,7 @@ from benchmarks import run  # noqa: E402
 from benchmarks.report import markdown, targets  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny sizes: one thread avoids OpenMP hand-offs, which dominate on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_smoke_run_writes_results(tmp_path) -> None:

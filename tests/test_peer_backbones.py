@@ -18,13 +18,7 @@ SMALL = {
 DTYPE = {"unet": torch.float64, "fno": torch.float32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _backbone(name: str) -> nn.Module:

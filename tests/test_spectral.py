@@ -10,13 +10,7 @@ from ctcm import ComplexSafeModule
 from ctcm_backbones.spectral import NeuralopSpectralConv2d, SpectralConv2d, contract_modes, weight_from_neuralop
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which dominate on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(c_in: int, c_out: int, modes) -> tuple[NeuralopSpectralConv2d, SpectralConv2d]:

@@ -107,14 +107,7 @@ def plot_losses(csv_path: str | Path, path: str | Path) -> Path | None:
         if np.isfinite(ys).any() and (ys[np.isfinite(ys)] > 0).all():
             ax.plot(cols["step"], ys, label=k)
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save_plot(fig, ax, "loss", path)
 
 
 def plot_fid(evals: list[dict[str, Any]], path: str | Path) -> Path | None:
@@ -130,8 +123,15 @@ def plot_fid(evals: list[dict[str, Any]], path: str | Path) -> Path | None:
     for k in keys:
         pts = [(e["step"], e[k]) for e in evals if k in e]
         ax.plot(*zip(*pts), marker="o", label=k)
+    return _save_plot(fig, ax, "FID", path)
+
+
+def _save_plot(fig: Any, ax: Any, ylabel: str, path: str | Path) -> Path:
+    """Label a curve-vs-step plot, write it as PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("step")
-    ax.set_ylabel("FID")
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
