@@ -23,6 +23,12 @@ def total_derivative(fn: Callable[[Tensor, Tensor], Tensor], x_t: Tensor, t: Ten
     Gradients with respect to parameters still flow through the primal output when autograd is on; wrap
     the call in ``torch.no_grad()`` when only the tangent is needed (it halves the memory).
     """
+    if isinstance(fn, torch.nn.parallel.DistributedDataParallel):
+        raise TypeError(
+            "torch.func.jvp cannot run through DistributedDataParallel; pass model.module. Gradients through "
+            "its output then bypass DDP's synchronisation: use it under torch.no_grad() for the tangent only, "
+            "as the tangent objective does, and take the differentiable forward through the DDP wrapper."
+        )
     if dx_dt.shape != x_t.shape:
         raise ValueError(f"dx_dt has shape {tuple(dx_dt.shape)} but x_t has {tuple(x_t.shape)}")
     return torch.func.jvp(fn, (x_t, t), (dx_dt, torch.ones_like(t)))

@@ -70,3 +70,21 @@ def test_jvp_shape_mismatch_is_explained():
         assert "dx_dt has shape" in str(exc)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_ddp_wrapper_is_refused_with_the_fix(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
+    try:
+        model = tiny_model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+        try:
+            ctcm.total_derivative(ddp, x, torch.ones(1, dtype=torch.float64), x)
+        except TypeError as exc:
+            assert "pass model.module" in str(exc)
+        else:
+            raise AssertionError("expected a TypeError")
+    finally:
+        dist.destroy_process_group()
