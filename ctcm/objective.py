@@ -52,14 +52,22 @@ class ObjectiveContext:
 
     Attributes:
         model: the model to differentiate through (may be DDP-wrapped: gradients then synchronise).
-        x0: (B, C, H, W) data batch in [-1, 1].
+        x0: (B, C, H, W) data batch in [-1, 1] (this rank's slice of the global batch).
         step: the optimiser step (for warm-ups).
         generator: optional generator for every random draw (reproducible losses).
+        rank, world_size: with a generator in the same state on every rank, each draw is made for the
+            global batch and this rank keeps its slice, so W ranks see exactly the draws of one process.
     """
 
-    def __init__(self, model: nn.Module, x0: Tensor, step: int = 0,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, model: nn.Module, x0: Tensor, step: int = 0, generator: torch.Generator | None = None,
+                 *, rank: int = 0, world_size: int = 1) -> None:
         self.model, self.x0, self.step, self.generator = model, x0, int(step), generator
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    def _shard(self, draws: Tensor) -> Tensor:
+        """This rank's slice of draws made for the global batch (world_size x the local batch)."""
+        b = draws.shape[0] // self.world_size
+        return draws[self.rank * b:(self.rank + 1) * b]
 
     @cached_property
     def net(self) -> nn.Module:
@@ -71,16 +79,18 @@ class ObjectiveContext:
         return self.net.schedule
 
     def randn_like(self, x: Tensor) -> Tensor:
-        return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        shape = (x.shape[0] * self.world_size, *x.shape[1:])
+        return self._shard(torch.randn(shape, generator=self.generator, device=x.device, dtype=x.dtype))
 
     def rand(self, n: int) -> Tensor:
-        return torch.rand(n, generator=self.generator, device=self.x0.device, dtype=self.x0.dtype)
+        return self._shard(torch.rand(n * self.world_size, generator=self.generator, device=self.x0.device,
+                                      dtype=self.x0.dtype))
 
     @cached_property
     def t(self) -> Tensor:
         """(B,) training times from the schedule's proposal."""
-        return self.schedule.sample_t(self.x0.shape[0], generator=self.generator, device=self.x0.device,
-                                      dtype=self.x0.dtype)
+        return self._shard(self.schedule.sample_t(self.x0.shape[0] * self.world_size, generator=self.generator,
+                                                  device=self.x0.device, dtype=self.x0.dtype))
 
     @cached_property
     def noise(self) -> Tensor:
@@ -115,14 +125,15 @@ class Objective(abc.ABC):
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         """The loss for one batch, using (and sharing) what ``ctx`` provides."""
 
-    def __call__(self, model: nn.Module, x0: Tensor, step: int = 0, *,
-                 generator: torch.Generator | None = None) -> LossOutput:
+    def __call__(self, model: nn.Module, x0: Tensor, step: int = 0, *, generator: torch.Generator | None = None,
+                 rank: int = 0, world_size: int = 1) -> LossOutput:
         """Evaluate on a batch x0 (B, C, H, W): draw per-step randomness, then compute every term.
 
         The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
         if unwrap(model).training:
             resample_shared_noise(unwrap(model), generator)
-        return WeightedSum(self.terms()).compute(ObjectiveContext(model, x0, step, generator))
+        ctx = ObjectiveContext(model, x0, step, generator, rank=rank, world_size=world_size)
+        return WeightedSum(self.terms()).compute(ctx)
 
     def terms(self) -> list[tuple[float, "Objective"]]:
         return [(1.0, self)]

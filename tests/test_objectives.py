@@ -114,3 +114,14 @@ def test_pseudo_huber_is_finite_and_positive():
     model = tiny_model()
     out = ctcm.create_objective("consistency", distance="pseudo_huber")(model, batch())
     assert torch.isfinite(out.loss) and out.loss > 0
+
+
+def test_ranks_draw_their_slice_of_the_global_batch():
+    """W contexts (rank r of W, each with a local batch) see exactly the draws of one global context."""
+    model = tiny_model()
+    whole = ObjectiveContext(model, batch(4), generator=torch.Generator().manual_seed(7))
+    for rank in range(2):
+        part = ObjectiveContext(model, batch(4)[2 * rank:2 * rank + 2], generator=torch.Generator().manual_seed(7),
+                                rank=rank, world_size=2)
+        assert torch.equal(part.t, whole.t[2 * rank:2 * rank + 2])
+        assert torch.equal(part.noise, whole.noise[2 * rank:2 * rank + 2])

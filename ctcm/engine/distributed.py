@@ -1,8 +1,9 @@
-"""Process groups under ``torchrun`` and an objective call that makes W ranks equal one process.
+"""Process groups under ``torchrun``, and the collective helpers of the training loop.
 
-Under DDP every rank gets B/W images of a global batch of B. The per-sample randomness of the objective
-(t, eps, the consistency gap) is drawn for all B images from a generator that is identical on every rank,
-and each rank keeps its own slice; per-step randomness (the weight-drop mask) is therefore also the same
+Under DDP every rank gets B/W images of a global batch of B. The trainer calls the objective with
+``rank``/``world_size``: the per-sample randomness (t, eps, the consistency gap) is drawn for all B images
+from a generator that is identical on every rank, and each rank keeps its own slice
+(:class:`ctcm.ObjectiveContext`); per-step randomness (the weight-drop mask) is therefore also the same
 on every rank. DDP averages the gradients of the per-rank means, which is the gradient of the mean over
 the global batch: W ranks compute what one process with the whole batch computes (up to float rounding).
 """
@@ -15,9 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
 
-from ..objective import LossOutput, Objective, ObjectiveContext, WeightedSum, resample_shared_noise, unwrap
 
 
 @dataclass
@@ -94,49 +93,3 @@ def mean_logs(logs: dict[str, float], info: DistInfo, device: torch.device) -> d
     t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(keys, (t / info.world_size).tolist()))
-
-
-class ShardedContext(ObjectiveContext):
-    """An :class:`ObjectiveContext` whose per-sample draws are made for the global batch, then sliced.
-
-    With ``world_size`` W and a local batch of b, every draw of n = b values draws W b values from the
-    (rank-identical) generator and keeps positions [rank b, (rank + 1) b).
-    """
-
-    def __init__(self, model: nn.Module, x0: Tensor, step: int, generator: torch.Generator | None,
-                 rank: int, world_size: int) -> None:
-        super().__init__(model, x0, step, generator)
-        self.rank, self.world_size = rank, world_size
-
-    def _slice(self, x: Tensor) -> Tensor:
-        b = x.shape[0] // self.world_size
-        return x[self.rank * b:(self.rank + 1) * b]
-
-    def randn_like(self, x: Tensor) -> Tensor:
-        shape = (x.shape[0] * self.world_size, *x.shape[1:])
-        return self._slice(torch.randn(shape, generator=self.generator, device=x.device, dtype=x.dtype))
-
-    def rand(self, n: int) -> Tensor:
-        return self._slice(torch.rand(n * self.world_size, generator=self.generator, device=self.x0.device,
-                                      dtype=self.x0.dtype))
-
-    @property
-    def t(self) -> Tensor:
-        if "_t" not in self.__dict__:
-            n = self.x0.shape[0] * self.world_size
-            self._t = self._slice(self.schedule.sample_t(n, generator=self.generator, device=self.x0.device,
-                                                         dtype=self.x0.dtype))
-        return self._t
-
-
-def sharded_loss(objective: Objective, model: nn.Module, x0: Tensor, step: int, generator: torch.Generator,
-                 info: DistInfo) -> LossOutput:
-    """``objective(model, x0, step, generator=generator)`` with the draws of :class:`ShardedContext`.
-
-    ``model`` may be DDP-wrapped: the objective runs its differentiable forward through it (so gradients
-    synchronise) and its no-grad target and JVP through the unwrapped network.
-    """
-    if unwrap(model).training:
-        resample_shared_noise(unwrap(model), generator)
-    ctx = ShardedContext(model, x0, step, generator, info.rank, info.world_size)
-    return WeightedSum(objective.terms()).compute(ctx)

@@ -32,7 +32,7 @@ from . import state as run_state
 from .config import TrainConfig, dump_yaml, model_config, resolve
 from .data_order import FlippedDataset, StepBatchSampler
 from .distributed import (DistInfo, all_ranks_true, any_rank_true, barrier, cleanup, init_distributed, mean_logs,
-                          pick_device, sharded_loss)
+                          pick_device)
 from .evaluate import data_distance
 from .generate import sample_all
 from .logging import MetricsLogger, plot_fid, plot_losses, save_grid
@@ -248,7 +248,8 @@ class Trainer:
         self.wrapped.train()
         use_bf16 = cfg.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = sharded_loss(self.objective, self.wrapped, x0, self.step, self.generator, self.info)
+            out = self.objective(self.wrapped, x0, self.step, generator=self.generator, rank=self.info.rank,
+                                     world_size=self.info.world_size)
         self.optimizer.zero_grad(set_to_none=True)
         logs = dict(out.logs)
         applied = all_ranks_true(bool(torch.isfinite(out.loss.detach())), self.info, self.device)
