@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ctcm.interfaces import Backbone
 
+from .dropout import SharedDropout
 from .time_embedding import TimeEmbedding
 from .wfno import group_norm
 
@@ -37,7 +38,7 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
         self.norm2 = group_norm(out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SharedDropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
@@ -91,8 +92,8 @@ class UNet(Backbone):
         attn_levels: level indices with self-attention after each residual block (level 1 is 16x16
             for a 32x32 input: DDPM++'s ``attn_resolutions=(16,)``).
         heads: attention heads.
-        dropout: dropout inside residual blocks (0 by default: a random mask would differ between the
-            forwards and the JVP of one consistency step).
+        dropout: dropout inside residual blocks (:class:`SharedDropout`: one mask per training step, shared
+            by the online, target and JVP passes).
         emb_dim: time-embedding width (default 4 * model_channels).
         n_freqs, max_freq: sinusoidal features of c_noise (see :class:`TimeEmbedding`).
     Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); H and W divisible by 2^(levels-1).

@@ -54,7 +54,7 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
     model = ctcm.build(preset, backbone=override, resolution=settings.model_resolution).to(device).train()
     sched, b = model.schedule, settings.model_batch
     x0 = torch.rand(b, model.channels, model.resolution, model.resolution, device=device) * 2 - 1
-    t = sched.sample_t(b, device=device)
+    t = ctcm.create_objective("consistency").time_distribution().sample(b, sched, device=device)
     x_t, dx_dt = sched.noisy(x0, torch.randn_like(x0), t)
     ctx = lambda: precision_context(device, precision)  # noqa: E731
 

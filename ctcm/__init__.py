@@ -31,12 +31,14 @@ from .registry import (
 )
 from .samplers import sample, sample_onestep, sample_twostep
 from . import schedules as _builtin_schedules  # noqa: F401  (registers "geometric" and "trigflow")
+from .time_distributions import Gap, TimeDistribution
+from .registry import register_gap, register_time_distribution
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backbone", "CheckpointError", "ComplexSafeModule", "ComponentConfig", "ConfigError", "ConsistencyModel",
-    "EMA", "LossOutput", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
+    "EMA", "Gap", "LossOutput", "TimeDistribution", "register_gap", "register_time_distribution", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
     "RegistryError", "WeightedSum", "build", "build_objective", "create_backbone", "create_objective",
     "create_schedule", "list_backbones", "list_models", "list_objectives", "list_schedules", "load_checkpoint",
     "preset_config", "read_checkpoint", "register_backbone", "register_objective", "register_preset",

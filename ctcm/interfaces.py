@@ -73,8 +73,8 @@ class NoiseSchedule(abc.ABC):
 
     A schedule also owns the consistency parameterisation's coefficients (Eq. 3), chosen so that
     c_skip(t_min) = 1 and c_out(t_min) = 0 exactly (the boundary condition f(x, t_min) = x), the
-    conditioning input c_noise(t) with a bounded time derivative, the training-time proposal over t and
-    the prior at t_max. All methods take and return tensors of the dtype/device of ``t``.
+    conditioning input c_noise(t) with a bounded time derivative and the prior at t_max. The training-time
+    distribution over t belongs to the objective (:mod:`ctcm.time_distributions`), not to the schedule. All methods take and return tensors of the dtype/device of ``t``.
     """
 
     t_min: float
@@ -106,11 +106,26 @@ class NoiseSchedule(abc.ABC):
     def c_noise(self, t: Tensor) -> Tensor:
         """The backbone's conditioning value, shaped like ``t``, with |d c_noise/dt| bounded."""
 
-    # -- sampling ---------------------------------------------------------------------------------------------
-    @abc.abstractmethod
-    def sample_t(self, n: int, *, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-        """n training times from the proposal distribution, in [t_min, t_max]. Shape (n,)."""
+    # -- noise level in data units ----------------------------------------------------------------------------
+    def edm_sigma(self, t: Tensor) -> Tensor:
+        """s(t) = sigma(t) / alpha(t), the noise-to-signal ratio in data units (EDM's sigma; Eq. 8).
+
+        Training-time distributions and gap curricula are stated in s, so they mean the same noise levels
+        on every schedule."""
+        return self.sigma(t) / self.alpha(t)
+
+    def t_of_edm_sigma(self, s: Tensor) -> Tensor:
+        """Inverse of :meth:`edm_sigma` (monotone increasing), clipped to [t_min, t_max].
+
+        This default bisects in float64 (60 halvings); schedules with a closed form override it."""
+        lo = torch.full(s.shape, self.t_min, dtype=torch.float64, device=s.device)
+        hi = torch.full(s.shape, self.t_max, dtype=torch.float64, device=s.device)
+        target = s.double()
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            below = self.edm_sigma(mid) < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return (0.5 * (lo + hi)).to(s.dtype)
 
     def noisy(self, x0: Tensor, noise: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """x_t and the path velocity dx_t/dt = alpha'(t) x_0 + sigma'(t) eps at fixed (x_0, eps) (Eq. 2)."""

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
 from .interfaces import ComplexSafeModule, NoiseSchedule, check_backbone, expand_like
 from .samplers import default_times, sample
+
+
+@dataclass
+class TimeDerivative:
+    """f_theta(x_t, t) and its time derivative along the path, split as in Eq. 11:
+
+        df/dt = network + path,  network = c_skip'(t) x_t + c_out(t) dF/dt,  path = c_skip(t) dx_t/dt + c_out'(t) F.
+
+    ``network`` is the term sCM's tangent warm-up scales (for TrigFlow it is -sin t (x_t + sigma_d dF/dt)).
+    Every tensor is (B, C, H, W); ``raw`` is F and ``d_raw`` its total derivative dF/dt.
+    """
+
+    f: Tensor
+    raw: Tensor
+    d_raw: Tensor
+    network: Tensor
+    path: Tensor
+
+    def df_dt(self, warmup: float = 1.0) -> Tensor:
+        """warmup * network + path: the exact df/dt at warmup = 1 (Eq. 11)."""
+        return warmup * self.network + self.path
 
 
 class ConsistencyModel(ComplexSafeModule):
@@ -58,22 +81,22 @@ class ConsistencyModel(ComplexSafeModule):
         _, _, c_in = self.schedule.coefficients(t)
         return self.backbone(expand_like(c_in, x) * x, self.schedule.c_noise(t))
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """f_theta(x_t, t) (Eq. 3). x (B, C, H, W); t (B,) or scalar. Returns (B, C, H, W)."""
+    def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """f_theta(x_t, t) (Eq. 3). x (B, C, H, W); t (B,) or scalar. Returns (B, C, H, W), or the pair
+        (f, F) with the backbone's output F when ``return_raw`` (objectives written in F, such as sCM's)."""
         t = self._check_inputs(x, t)
         c_skip, c_out, _ = self.schedule.coefficients(t)
-        return expand_like(c_skip, x) * x + expand_like(c_out, x) * self.raw(x, t)
+        raw = self.raw(x, t)
+        f = expand_like(c_skip, x) * x + expand_like(c_out, x) * raw
+        return (f, raw) if return_raw else f
 
-    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, *,
-                        warmup: float = 1.0) -> tuple[Tensor, Tensor]:
-        """(f, df/dt) along the path, with one JVP of the backbone (Eq. 11).
+    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor) -> "TimeDerivative":
+        """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11).
 
         A backbone may provide ``forward_and_tangent(x, dx, c_noise, dc_noise) -> (F, dF)``, its own
         forward mode (faster than ``torch.func.jvp``; Eq. 20); otherwise ``torch.func.jvp`` is used.
-
-        df/dt = [c_skip' x_t + c_out dF/dt] + [c_skip dx_t/dt + c_out' F]. ``warmup`` in [0, 1] scales the
-        first bracket (sCM's tangent warm-up, generalised to any schedule); at 1 this is the exact total
-        derivative, equal to :func:`ctcm.total_derivative` of :meth:`forward`.
+        Returns a :class:`TimeDerivative`; ``.df_dt()`` is the exact total derivative, equal to
+        :func:`ctcm.total_derivative` of :meth:`forward`.
         """
         t = self._check_inputs(x, t)
         ones = torch.ones_like(t)
@@ -89,9 +112,10 @@ class ConsistencyModel(ComplexSafeModule):
             lambda s: self.schedule.coefficients(s)[:2], (t,), (ones,)
         )
         e = lambda c: expand_like(c, x)  # noqa: E731
-        f = e(c_skip) * x + e(c_out) * raw
-        df_dt = warmup * (e(d_skip) * x + e(c_out) * d_raw) + e(c_skip) * dx_dt + e(d_out) * raw
-        return f, df_dt
+        return TimeDerivative(
+            f=e(c_skip) * x + e(c_out) * raw, raw=raw, d_raw=d_raw,
+            network=e(d_skip) * x + e(c_out) * d_raw, path=e(c_skip) * dx_dt + e(d_out) * raw,
+        )
 
     # -- sampling ---------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .time_distributions import TimeDistribution, make_time_distribution
+
 
 @dataclass
 class LossOutput:
@@ -53,15 +55,17 @@ class ObjectiveContext:
     Attributes:
         model: the model to differentiate through (may be DDP-wrapped: gradients then synchronise).
         x0: (B, C, H, W) data batch in [-1, 1] (this rank's slice of the global batch).
-        step: the optimiser step (for warm-ups).
+        step: the optimiser step (for warm-ups and curricula).
         generator: optional generator for every random draw (reproducible losses).
+        time_distribution: draws t (the objective's; default ``lognormal``).
         rank, world_size: with a generator in the same state on every rank, each draw is made for the
             global batch and this rank keeps its slice, so W ranks see exactly the draws of one process.
     """
 
     def __init__(self, model: nn.Module, x0: Tensor, step: int = 0, generator: torch.Generator | None = None,
-                 *, rank: int = 0, world_size: int = 1) -> None:
+                 *, time_distribution: TimeDistribution | None = None, rank: int = 0, world_size: int = 1) -> None:
         self.model, self.x0, self.step, self.generator = model, x0, int(step), generator
+        self.time_distribution = time_distribution or make_time_distribution(None)
         self.rank, self.world_size = int(rank), int(world_size)
 
     def _shard(self, draws: Tensor) -> Tensor:
@@ -88,9 +92,10 @@ class ObjectiveContext:
 
     @cached_property
     def t(self) -> Tensor:
-        """(B,) training times from the schedule's proposal."""
-        return self._shard(self.schedule.sample_t(self.x0.shape[0] * self.world_size, generator=self.generator,
-                                                  device=self.x0.device, dtype=self.x0.dtype))
+        """(B,) training times from the objective's time distribution."""
+        n = self.x0.shape[0] * self.world_size
+        return self._shard(self.time_distribution.sample(n, self.schedule, generator=self.generator,
+                                                         device=self.x0.device, dtype=self.x0.dtype))
 
     @cached_property
     def noise(self) -> Tensor:
@@ -111,15 +116,38 @@ class ObjectiveContext:
         return self._path[1]
 
     @cached_property
+    def _outputs(self) -> tuple[Tensor, Tensor]:
+        return self.model(self.x_t, self.t, return_raw=True)
+
+    @property
     def f(self) -> Tensor:
         """f_theta(x_t, t) with gradients, through ``model`` (so DDP synchronises them)."""
-        return self.model(self.x_t, self.t)
+        return self._outputs[0]
+
+    @property
+    def raw(self) -> Tensor:
+        """The backbone's output F_theta(c_in x_t, c_noise(t)) of the same differentiable forward as :attr:`f`."""
+        return self._outputs[1]
 
 
 class Objective(abc.ABC):
-    """Base class of every objective. Subclasses implement :meth:`compute` and set ``name``."""
+    """Base class of every objective. Subclasses implement :meth:`compute` and set ``name``.
+
+    An objective owns the distribution of its training times (:meth:`time_distribution`; terms of a sum
+    share one draw, so they must agree) and any trainable parameters of its own (:meth:`parameters_module`,
+    e.g. sCM's adaptive weighting): the engine optimises those with the model, checkpoints them and keeps
+    them in sync across ranks.
+    """
 
     name: str = "objective"
+
+    def time_distribution(self) -> TimeDistribution | None:
+        """The distribution of t this objective is defined with (None: no preference)."""
+        return None
+
+    def parameters_module(self) -> nn.Module | None:
+        """A module holding this objective's trainable parameters, or None."""
+        return None
 
     @abc.abstractmethod
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
@@ -132,8 +160,10 @@ class Objective(abc.ABC):
         The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
         if unwrap(model).training:
             resample_shared_noise(unwrap(model), generator)
-        ctx = ObjectiveContext(model, x0, step, generator, rank=rank, world_size=world_size)
-        return WeightedSum(self.terms()).compute(ctx)
+        total = WeightedSum(self.terms())
+        ctx = ObjectiveContext(model, x0, step, generator, time_distribution=total.time_distribution(),
+                               rank=rank, world_size=world_size)
+        return total.compute(ctx)
 
     def terms(self) -> list[tuple[float, "Objective"]]:
         return [(1.0, self)]
@@ -173,6 +203,23 @@ class WeightedSum(Objective):
 
     def terms(self) -> list[tuple[float, Objective]]:
         return list(self._terms)
+
+    def time_distribution(self) -> TimeDistribution | None:
+        """The terms' common time distribution (they share one draw of t); an error if two terms differ."""
+        found = [(label, o.time_distribution()) for (_, o), label in zip(self._terms, self.labels())]
+        found = [(label, d) for label, d in found if d is not None]
+        for label, d in found[1:]:
+            if d != found[0][1]:
+                raise ValueError(
+                    f"objective terms '{found[0][0]}' and '{label}' use different time distributions "
+                    f"({found[0][1]} vs {d}) but share one draw of t: give them the same 'time'")
+        return found[0][1] if found else None
+
+    def parameters_module(self) -> nn.Module | None:
+        """The terms' parameter modules in a ModuleDict keyed by term label (None when no term has any)."""
+        mods = {label: m for (_, o), label in zip(self._terms, self.labels())
+                if (m := o.parameters_module()) is not None}
+        return nn.ModuleDict(mods) if mods else None
 
     def labels(self) -> list[str]:
         seen: dict[str, int] = {}

@@ -171,6 +171,8 @@ BACKBONES: Registry[Any] = Registry("backbone", "ctcm.backbones")
 SCHEDULES: Registry[Any] = Registry("schedule", "ctcm.schedules")
 OBJECTIVES: Registry[Any] = Registry("objective", "ctcm.objectives")
 PRESETS: Registry[Any] = Registry("preset", "ctcm.presets")
+TIME_DISTRIBUTIONS: Registry[Any] = Registry("time distribution", "ctcm.time_distributions")
+GAPS: Registry[Any] = Registry("gap", "ctcm.gaps")
 
 
 def register_backbone(name: str, obj: Any = None) -> Any:
@@ -191,6 +193,16 @@ def register_objective(name: str, obj: Any = None) -> Any:
 def register_preset(name: str, obj: Any = None) -> Any:
     """Register a preset: a zero-argument callable returning a :class:`ctcm.config.ModelConfig`."""
     return PRESETS.register(name, obj)
+
+
+def register_time_distribution(name: str, obj: Any = None) -> Any:
+    """Register a training-time distribution class (:class:`ctcm.TimeDistribution`) under ``name``."""
+    return TIME_DISTRIBUTIONS.register(name, obj)
+
+
+def register_gap(name: str, obj: Any = None) -> Any:
+    """Register a consistency-gap class (:class:`ctcm.Gap`) under ``name``."""
+    return GAPS.register(name, obj)
 
 
 def create_backbone(name: str, **kwargs: Any) -> Any:

@@ -15,12 +15,6 @@ from .interfaces import NoiseSchedule
 from .registry import register_schedule
 
 
-def _sample_lognormal_sigma(n: int, p_mean: float, p_std: float, generator, device, dtype) -> Tensor:
-    """ln sigma ~ N(p_mean, p_std^2) (Eq. 8)."""
-    z = torch.randn(n, generator=generator, device=device, dtype=dtype)
-    return torch.exp(p_mean + p_std * z)
-
-
 @register_schedule("geometric")
 @dataclass
 class GeometricSchedule(NoiseSchedule):
@@ -30,23 +24,16 @@ class GeometricSchedule(NoiseSchedule):
     Parameterisation: EDM's consistency coefficients (Eq. 5), exact at t = 0.
     Conditioning: c_noise = ln(sigma) / 4 (Eq. 6), whose time derivative ln(sigma_max/sigma_min)/4 is
     a constant (~2.65), so the tangent of the time embedding stays bounded.
-    Proposal: ``lognormal`` puts ln sigma ~ N(p_mean, p_std^2) (iCT's choice, clipped to the range) or
-    ``uniform`` draws t ~ U[0, 1].
     """
 
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     sigma_data: float = 0.5
-    proposal: str = "lognormal"
-    p_mean: float = -1.1
-    p_std: float = 2.0
     sigma_mid: float = 0.821  # two-step sampler's intermediate sigma (ECT)
 
     def __post_init__(self) -> None:
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
-        if self.proposal not in ("lognormal", "uniform"):
-            raise ValueError(f"proposal must be 'lognormal' or 'uniform', got {self.proposal!r}")
         self.t_min, self.t_max = 0.0, 1.0
         self.log_ratio = math.log(self.sigma_max / self.sigma_min)
         self.default_t_mid = self.t_of_sigma(self.sigma_mid)
@@ -79,12 +66,8 @@ class GeometricSchedule(NoiseSchedule):
     def c_noise(self, t: Tensor) -> Tensor:
         return 0.25 * torch.log(self.sigma(t))
 
-    def sample_t(self, n, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        if self.proposal == "uniform":
-            return torch.rand(n, generator=generator, device=device, dtype=dtype)
-        sigma = _sample_lognormal_sigma(n, self.p_mean, self.p_std, generator, device, dtype)
-        t = torch.log(sigma / self.sigma_min) / self.log_ratio
-        return t.clamp(self.t_min, self.t_max)
+    def t_of_edm_sigma(self, s: Tensor) -> Tensor:
+        return (torch.log(s / self.sigma_min) / self.log_ratio).clamp(self.t_min, self.t_max)
 
 
 @register_schedule("trigflow")
@@ -95,13 +78,11 @@ class TrigFlowSchedule(NoiseSchedule):
 
     Parameterisation: f = cos(t) x - sin(t) sigma_d F(x / sigma_d, c_noise(t)), i.e. c_skip = cos t,
     c_out = -sigma_d sin t, c_in = 1 / sigma_d, exact at t = 0. Conditioning: c_noise = t.
-    Proposal: tau ~ N(p_mean, p_std^2), t = arctan(e^tau / sigma_d) (Eq. 8).
+    EDM sigma: s(t) = sigma_d tan t, so t(s) = arctan(s / sigma_d) (Eq. 8).
     """
 
     sigma_data: float = 0.5
     sigma_max: float = 80.0
-    p_mean: float = -1.0
-    p_std: float = 1.4
     t_mid: float = 1.1
 
     def __post_init__(self) -> None:
@@ -127,6 +108,8 @@ class TrigFlowSchedule(NoiseSchedule):
     def c_noise(self, t: Tensor) -> Tensor:
         return t
 
-    def sample_t(self, n, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        sigma = _sample_lognormal_sigma(n, self.p_mean, self.p_std, generator, device, dtype)
-        return torch.atan(sigma / self.sigma_data).clamp(self.t_min, self.t_max)
+    def edm_sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_data * torch.tan(t)
+
+    def t_of_edm_sigma(self, s: Tensor) -> Tensor:
+        return torch.atan(s / self.sigma_data).clamp(self.t_min, self.t_max)

@@ -1,13 +1,15 @@
-"""Discrete-time consistency objective (Eq. 13)."""
+"""Discrete-time consistency objective with a gap curriculum (Eq. 13, 21-22)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ctcm.objective import LossOutput, Objective, ObjectiveContext
+from ctcm.time_distributions import Gap, TimeDistribution, make_gap, make_time_distribution
 
 from .distances import check_distance, per_sample_distance
 
@@ -18,36 +20,41 @@ WEIGHTINGS = ("none", "inv_dt", "inv_dsigma")
 class ConsistencyObjective(Objective):
     """E_t,eps w(t, t') d(f_theta(x_t, t), stopgrad f_theta(x_t', t')) with one eps for both points (Eq. 13).
 
-    t' = max(t - dt, t_min), dt ~ U[0, delta_max (t_max - t_min)]: ``delta_max`` is a fraction of the
-    schedule's time range, so one value fits every schedule. At t' = t_min the target is x_t' itself
-    (the boundary condition). The target is computed without gradient from the unwrapped model, with the
-    same weight-drop mask as the online branch.
+    t comes from ``time`` and the target time t' from ``gap``: ``uniform`` (a random gap, a fraction
+    ``delta_max`` of the time range), ``ect`` (ECT's shrinking mapping, Eq. 21) or ``ict`` (iCT's doubling
+    discretisation, Eq. 22); see :mod:`ctcm.time_distributions`. At t' = t_min the target is x_t' itself
+    (the boundary condition): pure denoising. The target is computed without gradient from the unwrapped
+    model, with the same dropout / weight-drop masks as the online branch.
 
     Args:
-        delta_max: largest dt as a fraction of the time range.
+        gap: ``{name: uniform, delta_max: 0.02}`` (default), ``{name: ect, stage_steps: ...}``, ...
         distance: ``l2`` or ``pseudo_huber`` (see :func:`per_sample_distance`).
         weighting: ``none``; ``inv_dt`` = 1 / (t - t') (then the loss / 2 tends to the tangent objective
-            as dt -> 0, Eq. 15); ``inv_dsigma`` = 1 / (sigma(t) - sigma(t')) (iCT).
+            as dt -> 0, Eq. 15); ``inv_dsigma`` = 1 / (s(t) - s(t')) in EDM sigma (iCT, ECT).
         huber_c: pseudo-Huber constant (default 0.00054 sqrt(D)).
+        time: the training-time distribution (default ``{name: lognormal, p_mean: -1.1, p_std: 2.0}``).
     """
 
-    delta_max: float = 0.02
+    gap: Any = None
     distance: str = "l2"
     weighting: str = "none"
     huber_c: float | None = None
+    time: Any = None
     name = "consistency"
 
     def __post_init__(self) -> None:
         check_distance(self.distance)
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
-        if not 0 < self.delta_max <= 1:
-            raise ValueError(f"delta_max is a fraction of the time range, in (0, 1]; got {self.delta_max}")
+        self._gap: Gap = make_gap(self.gap)
+        self._time: TimeDistribution = make_time_distribution(self.time)
+
+    def time_distribution(self) -> TimeDistribution:
+        return self._time
 
     def target_times(self, ctx: ObjectiveContext) -> Tensor:
-        sched = ctx.schedule
-        dt = ctx.rand(ctx.x0.shape[0]) * self.delta_max * (sched.t_max - sched.t_min)
-        return (ctx.t - dt).clamp(min=sched.t_min)
+        """t' for the batch: the gap applied to ctx.t at ctx.step."""
+        return self._gap.target_time(ctx.t, ctx.schedule, ctx.step, ctx.rand(ctx.x0.shape[0]))
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         t_prev = self.target_times(ctx)
@@ -55,9 +62,9 @@ class ConsistencyObjective(Objective):
         with torch.no_grad():
             target = ctx.net(x_prev, t_prev)
         dist = per_sample_distance(ctx.f, target, self.distance, self.huber_c)
-        weight = self.weight(ctx, t_prev)
-        loss = (weight * dist).mean()
-        return LossOutput(loss, {"dt_mean": float((ctx.t - t_prev).mean())})
+        loss = (self.weight(ctx, t_prev) * dist).mean()
+        denoising = float((t_prev == ctx.schedule.t_min).float().mean())
+        return LossOutput(loss, {"dt_mean": float((ctx.t - t_prev).mean()), "denoising_fraction": denoising})
 
     def weight(self, ctx: ObjectiveContext, t_prev: Tensor) -> Tensor:
         if self.weighting == "none":
@@ -65,6 +72,6 @@ class ConsistencyObjective(Objective):
         if self.weighting == "inv_dt":
             gap = ctx.t - t_prev
         else:
-            gap = ctx.schedule.sigma(ctx.t) - ctx.schedule.sigma(t_prev)
+            gap = ctx.schedule.edm_sigma(ctx.t) - ctx.schedule.edm_sigma(t_prev)
         # samples with t = t_min have t' = t and contribute 0 to the loss: give them weight 0, not inf
         return torch.where(gap > 0, 1.0 / gap.clamp_min(torch.finfo(gap.dtype).tiny), torch.zeros_like(gap))

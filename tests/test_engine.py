@@ -85,10 +85,10 @@ def test_packaged_configs_load_and_round_trip(tmp_path):
 
 
 def test_overrides_apply_and_unknown_keys_error():
-    cfg = small_config("optim.lr=0.5", "model.backbone.width=12", "data.heldout=7", "model.objective.0.delta_max=0.1")
+    cfg = small_config("optim.lr=0.5", "model.backbone.width=12", "data.heldout=7", "model.objective.0.gap.delta_max=0.1")
     m = model_config(cfg.model)
     assert cfg.optim.lr == 0.5 and m.backbone.kwargs["width"] == 12 and cfg.data.heldout == 7
-    assert m.objective[0].kwargs["delta_max"] == 0.1 and m.backbone.kwargs["modes"] == 4
+    assert m.objective[0].kwargs["gap"]["delta_max"] == 0.1 and m.backbone.kwargs["modes"] == 4
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lrr'\].*Valid keys"):
         small_config("optim.lrr=1")
     with pytest.raises(ConfigError, match="unknown key"):

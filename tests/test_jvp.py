@@ -43,7 +43,8 @@ def test_model_time_derivative_equals_total_derivative(schedule_name):
     x_t, v = path_point(model, x0, eps, t)
     with torch.no_grad():
         f_ref, df_ref = ctcm.total_derivative(model, x_t, t, v)
-        f, df = model.time_derivative(x_t, t, v)
+        d = model.time_derivative(x_t, t, v)
+        f, df = d.f, d.df_dt()
     torch.testing.assert_close(f, f_ref)
     torch.testing.assert_close(df, df_ref)
 
@@ -54,7 +55,7 @@ def test_warmup_scales_only_the_unstable_terms(schedule_name):
     x, v = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.randn(2, 3, 8, 8, dtype=torch.float64)
     t = torch.tensor([0.3, 0.6], dtype=torch.float64)
     with torch.no_grad():
-        _, df0 = model.time_derivative(x, t, v, warmup=0.0)
+        df0 = model.time_derivative(x, t, v).df_dt(warmup=0.0)
         _, d_out = torch.func.jvp(lambda s: model.schedule.coefficients(s)[1], (t,), (torch.ones_like(t),))
         c_skip = model.schedule.coefficients(t)[0]
         expected = c_skip.view(-1, 1, 1, 1) * v + d_out.view(-1, 1, 1, 1) * model.raw(x, t)

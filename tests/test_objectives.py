@@ -66,7 +66,7 @@ def test_tangent_gradient_is_f_dot_stopgrad_g():
     ctx = ObjectiveContext(model, batch(), generator=torch.Generator().manual_seed(2))
     loss = tangent.compute(ctx).loss
     with torch.no_grad():
-        _, g = model.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt)
+        g = model.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt).df_dt()
     reference = (ctx.f * g).flatten(1).mean(1).mean()
     torch.testing.assert_close(grads(model, loss), grads(model, reference))
 
@@ -79,7 +79,7 @@ def test_consistency_gradient_tends_to_tangent_gradient(schedule_name):
     tangent = ctcm.create_objective("tangent", normalize=False)
     errors = []
     for delta in (1e-2, 1e-3, 1e-4):
-        cons = ctcm.create_objective("consistency", delta_max=delta, weighting="inv_dt")
+        cons = ctcm.create_objective("consistency", gap={"name": "uniform", "delta_max": delta}, weighting="inv_dt")
         ctx = ObjectiveContext(model, x0, generator=torch.Generator().manual_seed(4))
         ctx.t = t_fixed  # the cached property takes the assigned value
         g_cons = grads(model, cons.compute(ctx).loss) / 2
@@ -105,7 +105,7 @@ def test_objective_argument_errors():
     with pytest.raises(ValueError, match="unknown distance"):
         ctcm.create_objective("consistency", distance="l1")
     with pytest.raises(ValueError, match="fraction of the time range"):
-        ctcm.create_objective("consistency", delta_max=2.0)
+        ctcm.create_objective("consistency", gap={"name": "uniform", "delta_max": 2.0})
     with pytest.raises(ctcm.ConfigError, match="no terms"):
         ctcm.build_objective([])
 

@@ -85,7 +85,8 @@ def test_model_time_derivative_runs_on_preset_structure(preset: str) -> None:
     model = ctcm.build(preset, backbone=SMALL[preset.split("-")[0]], resolution=16)
     x = torch.randn(2, 3, 16, 16)
     t = torch.tensor([0.5, 1.5])
-    f, df = model.time_derivative(x, t, torch.randn_like(x))
+    d = model.time_derivative(x, t, torch.randn_like(x))
+    f, df = d.f, d.df_dt()
     f2, df2 = ctcm.total_derivative(model, x, t, torch.randn_like(x))
     assert f.shape == df.shape == f2.shape == df2.shape == x.shape
     assert torch.isfinite(df).all()

@@ -28,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (config 'device')")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="resume from CKPT, or without a path from the latest checkpoint in --out")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start from the network weights of CKPT (e.g. a denoising run): fresh optimiser and EMA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
     return p
@@ -40,6 +42,7 @@ def main_train(argv: list[str] | None = None) -> int:
     overrides += [f"steps={args.steps}"] if args.steps is not None else []
     overrides += [f"data.source={args.data}"] if args.data is not None else []
     overrides += [f"device={args.device}"] if args.device is not None else []
+    overrides += [f"init_from={args.init_from}"] if args.init_from is not None else []
     out = Path(args.out)
     try:
         resume = resolve_resume(out, args.resume)

@@ -112,6 +112,8 @@ class TrainConfig:
     ``max_nonfinite``: consecutive non-finite steps that stop the run. ``*_every``: in optimiser steps
     (0: off). ``keep_checkpoints``: periodic checkpoints kept besides ``latest.pt`` (0: keep all).
     ``threads``: CPU threads of torch's intra-op pool during the run (null: torch's default, one per core).
+    ``init_from``: a checkpoint whose network weights (EMA when present) start a fresh run (warm start:
+    new optimiser, EMA restarted from those weights); ignored when resuming.
     """
 
     model: ModelSection = field(default_factory=ModelSection)
@@ -132,6 +134,7 @@ class TrainConfig:
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 3
     threads: int | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("bf16", "fp32"):

@@ -10,6 +10,8 @@ the global batch: W ranks compute what one process with the whole batch computes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import datetime
 import os
 from dataclasses import dataclass
@@ -93,3 +95,13 @@ def mean_logs(logs: dict[str, float], info: DistInfo, device: torch.device) -> d
     t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(keys, (t / info.world_size).tolist()))
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter], info: DistInfo) -> None:
+    """All-reduce and average the gradients of parameters outside the DDP-wrapped model (no-op on one rank)."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= info.world_size

@@ -31,8 +31,8 @@ from ..objective import Objective
 from . import state as run_state
 from .config import TrainConfig, dump_yaml, model_config, resolve
 from .data_order import FlippedDataset, StepBatchSampler
-from .distributed import (DistInfo, all_ranks_true, any_rank_true, barrier, cleanup, init_distributed, mean_logs,
-                          pick_device)
+from .distributed import (DistInfo, all_ranks_true, any_rank_true, average_gradients, barrier, cleanup,
+                          init_distributed, mean_logs, pick_device)
 from .evaluate import data_distance
 from .generate import sample_all
 from .logging import MetricsLogger, plot_fid, plot_losses, save_grid
@@ -105,6 +105,19 @@ def reference_images(ds: Dataset, n: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.as_tensor(x[0] if isinstance(x, (tuple, list)) else x) for x in items]).float()
 
 
+def init_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load the network weights of checkpoint ``path`` into ``model`` (its EMA weights when it has them):
+    a warm start, e.g. from a diffusion pretraining run. Optimiser, EMA, step and RNG start fresh."""
+    payload = read_checkpoint(path)
+    state = payload["ema"]["model"] if payload.get("ema") else payload["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"--init-from {path}: its weights do not fit this run's model ({first}); "
+                         f"initialise from a checkpoint of the same backbone and width") from exc
+
+
 class Trainer:
     """One run of :class:`TrainConfig` writing to ``out``; call :meth:`run`.
 
@@ -127,9 +140,13 @@ class Trainer:
         self.resolved = resolve(cfg)
         self.model = build(self.model_cfg).to(self.device)
         self.objective: Objective = build_objective(self.model_cfg)
+        # an objective's own trainable parameters (e.g. sCM's adaptive weighting): optimised with the model
+        self.objective_params = (self.objective.parameters_module() or nn.Module()).to(self.device)
+        if cfg.init_from is not None and resume is None:
+            init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                            weight_decay=o.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
@@ -152,11 +169,16 @@ class Trainer:
         self._stop_signal: int | None = None
         self._fid_evaluator: Any = None
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The model's parameters, then the objective's own."""
+        return list(self.model.parameters()) + list(self.objective_params.parameters())
+
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
         payload = read_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(payload["model"])  # the live weights; EMA weights stay in the EMA copy
         self.ema.load_state_dict(payload["ema"])
+        self.objective_params.load_state_dict(payload["extra"].get("objective", {}))
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["lr_scheduler"])
         self.step = int(payload["step"])
@@ -178,6 +200,7 @@ class Trainer:
                 "data_order": {"seed": self.cfg.seed, "step": self.step, "world_size": self.info.world_size},
                 "nonfinite_total": self.nonfinite_total,
                 "metrics": self.metrics,
+                "objective": self.objective_params.state_dict(),
             }
             path = save_checkpoint(run_state.periodic_path(self.out, self.step), self.model, ema=self.ema,
                                    optimizer=self.optimizer, lr_scheduler=self.scheduler, step=self.step, extra=extra)
@@ -255,8 +278,9 @@ class Trainer:
         applied = all_ranks_true(bool(torch.isfinite(out.loss.detach())), self.info, self.device)
         if applied:
             out.loss.backward()
+            average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
             clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip)
             logs["grad_norm"] = float(grad_norm)
             applied = bool(torch.isfinite(grad_norm))  # gradients are synchronised: the same on every rank
             if applied:

@@ -1,0 +1,52 @@
+"""Dropout whose mask is shared by every forward of a training step (online, target and JVP passes)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SharedDropout(nn.Module):
+    """Element-wise dropout with 1 / (1 - p) rescaling whose mask is drawn once per training step.
+
+    Consistency training compares f_theta at two times with the *same* network: ECT and iCT share the
+    dropout mask between the online and the target branch, and the tangent's JVP must differentiate the
+    same function. :meth:`resample_noise_` (called once per step by :class:`ctcm.Objective`) forgets the
+    mask; the next forward draws one shaped like its input from the given generator, and every forward
+    until the next resample reuses it. Identity in eval mode or with p = 0. Dropout is linear, so a
+    (value, tangent) pair uses the same mask on both: :meth:`pair`.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+        self._mask: Tensor | None = None
+        self._generator: torch.Generator | None = None
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+        self._mask, self._generator = None, generator
+
+    def mask_for(self, z: Tensor) -> Tensor:
+        """The step's mask for an input shaped like ``z`` (drawn on first use)."""
+        if self._mask is None or self._mask.shape != z.shape:
+            device = self._generator.device if self._generator is not None else z.device
+            keep = torch.full(z.shape, 1.0 - self.p, device=device)
+            self._mask = (torch.bernoulli(keep, generator=self._generator) / (1.0 - self.p)).to(z.device)
+        return self._mask.to(z.dtype)
+
+    def forward(self, z: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return z
+        return z * self.mask_for(z)
+
+    def pair(self, z: Tensor, dz: Tensor) -> tuple[Tensor, Tensor]:
+        """(dropout(z), its tangent) with one mask."""
+        if not self.training or self.p == 0.0:
+            return z, dz
+        mask = self.mask_for(z)
+        return z * mask, dz * mask
