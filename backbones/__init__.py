@@ -1,2 +1,2 @@
-"""Reference backbones and presets, registered through the ``ctcm.backbones`` / ``ctcm.presets`` entry
+"""Reference backbones, registered through the ``ctcm.backbones`` entry
 points (installed as ``ctcm_backbones``). ``ctcm`` never imports this package directly."""

@@ -7,9 +7,9 @@
 Reference backbones and objectives are plugins (entry points), loaded on first use.
 """
 
-from .build import build, build_objective, preset_config
+from .build import build, build_objective, get_recipe
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig
+from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig, Recipe
 from .ema import EMA
 from .interfaces import Backbone, ComplexSafeModule, NoiseSchedule
 from .jvp import total_derivative
@@ -26,7 +26,7 @@ from .registry import (
     list_schedules,
     register_backbone,
     register_objective,
-    register_preset,
+    register_recipe,
     register_schedule,
 )
 from .samplers import sample, sample_onestep, sample_twostep
@@ -41,6 +41,6 @@ __all__ = [
     "EMA", "Gap", "LossOutput", "TimeDistribution", "register_gap", "register_time_distribution", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
     "RegistryError", "WeightedSum", "build", "build_objective", "create_backbone", "create_objective",
     "create_schedule", "list_backbones", "list_models", "list_objectives", "list_schedules", "load_checkpoint",
-    "preset_config", "read_checkpoint", "register_backbone", "register_objective", "register_preset",
+    "get_recipe", "read_checkpoint", "register_backbone", "register_objective", "register_recipe", "Recipe",
     "register_schedule", "sample", "sample_onestep", "sample_twostep", "save_checkpoint", "total_derivative",
 ]

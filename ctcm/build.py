@@ -1,4 +1,4 @@
-"""Assembling models and objectives from presets, configs and overrides."""
+"""Assembling models and objectives from recipes, configs and overrides."""
 
 from __future__ import annotations
 
@@ -7,46 +7,41 @@ from typing import Any
 
 from torch import nn
 
-from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig
+from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig, Recipe, merge
 from .interfaces import NoiseSchedule
 from .model import ConsistencyModel
 from .objective import Objective, WeightedSum
-from .registry import BACKBONES, OBJECTIVES, PRESETS, SCHEDULES, check_kwargs
+from .registry import BACKBONES, OBJECTIVES, RECIPES, SCHEDULES, check_kwargs
 
 
-def preset_config(name: str) -> ModelConfig:
-    """The :class:`ModelConfig` of a registered preset (a fresh copy)."""
-    cfg = PRESETS.get(name)()
-    if not isinstance(cfg, ModelConfig):
-        raise TypeError(f"preset '{name}' returned {type(cfg).__name__}, expected ctcm.ModelConfig")
-    return copy.deepcopy(cfg)
+def get_recipe(name: str) -> Recipe:
+    """The :class:`Recipe` registered as ``name`` (a fresh copy)."""
+    recipe = RECIPES.get(name)()
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe '{name}' returned {type(recipe).__name__}, expected ctcm.Recipe")
+    return copy.deepcopy(recipe)
 
 
 def _override(part: ComponentConfig, value: Any) -> ComponentConfig | Any:
-    """dict -> merge into kwargs; str -> another registered name (its defaults); else an instance."""
+    """A dict or a registered name merges into ``part`` by :func:`ctcm.config.merge`; an instance is kept."""
     if value is None:
         return part
-    if isinstance(value, dict):
-        value = dict(value)
-        name = value.pop("name", part.name)
-        base = part.kwargs if name == part.name else {}
-        return ComponentConfig(name, {**base, **value})
     if isinstance(value, str):
-        return ComponentConfig(value)
-    if isinstance(value, ComponentConfig):
-        return value
+        value = {"name": value}
+    if isinstance(value, dict):
+        return ComponentConfig.from_dict(merge(part.to_dict(), value))
     return value
 
 
-def build(preset: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, schedule: Any = None,
+def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, schedule: Any = None,
           channels: int | None = None, resolution: int | None = None) -> ConsistencyModel:
-    """Build a :class:`ConsistencyModel` from a preset name or a :class:`ModelConfig`.
+    """Build the :class:`ConsistencyModel` of a recipe name or a :class:`ModelConfig` (untrained weights).
 
-    ``backbone`` / ``schedule`` override the preset's: a dict merges into its keyword arguments
+    ``backbone`` / ``schedule`` override the recipe's: a dict merges into its keyword arguments
     (``backbone={"width": 32}``), a string picks another registered name (``backbone="my-net"``), and an
     instance is used as is (the model then stores no rebuildable config for that part).
     """
-    cfg = preset_config(preset) if isinstance(preset, str) else copy.deepcopy(preset)
+    cfg = get_recipe(recipe).model if isinstance(recipe, str) else copy.deepcopy(recipe)
     if channels is not None:
         cfg.channels = channels
     if resolution is not None:
@@ -77,10 +72,10 @@ def _create_backbone(part: ComponentConfig, channels: int) -> nn.Module:
     return factory(**kwargs)
 
 
-def build_objective(spec: str | ModelConfig | list[ObjectiveTermConfig]) -> Objective:
-    """The weighted sum of a preset's (or config's) objective terms: ``sum_i w_i create_objective(name_i)``."""
-    terms = preset_config(spec).objective if isinstance(spec, str) else (
-        spec.objective if isinstance(spec, ModelConfig) else spec)
+def build_objective(spec: str | Recipe | list[ObjectiveTermConfig]) -> Objective:
+    """The weighted sum of a recipe's (or a list's) objective terms: ``sum_i w_i create_objective(name_i)``."""
+    terms = get_recipe(spec).objective if isinstance(spec, str) else (
+        spec.objective if isinstance(spec, Recipe) else spec)
     if not terms:
         raise ConfigError("the objective has no terms; give at least one {name: ..., weight: ...}")
     return WeightedSum([(t.weight, OBJECTIVES.create(t.name, **t.kwargs)) for t in terms])

@@ -9,7 +9,7 @@ SUBCOMMANDS = {
     "sample": ("ctcm.sampling_cli", "write N images from a checkpoint (PNG files and/or .npz)"),
     "fid": ("ctcm.metrics.cli", "FID/KID of generated images against reference statistics"),
     "fid-stats": ("ctcm.metrics.cli", "build reference Inception statistics from a dataset"),
-    "info": ("ctcm.info_cli", "list registered presets, backbones, schedules and objectives"),
+    "info": ("ctcm.info_cli", "list registered recipes, backbones, schedules, objectives, time distributions and gaps"),
 }
 
 

@@ -71,13 +71,39 @@ class ObjectiveTermConfig:
 
 @dataclass
 class ModelConfig:
-    """Everything :func:`ctcm.build` needs, and the preset's training objective."""
+    """Everything :func:`ctcm.build` needs: a model is backbone + schedule + data shape (what checkpoints
+    rebuild); how it is trained belongs to a :class:`Recipe`."""
 
     backbone: ComponentConfig
     schedule: ComponentConfig
     channels: int = 3
     resolution: int = 32
-    objective: list[ObjectiveTermConfig] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    """A model plus how to train it: the objective's terms (each with its time distribution / gap) and
+    ``train``, defaults for :class:`ctcm.engine.TrainConfig` keys (``optim``, ``ema``, ``batch_size``...)."""
+
+    model: ModelConfig
+    objective: list[ObjectiveTermConfig]
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+def merge(base: Any, override: Any) -> Any:
+    """The one merge rule of every config layer (recipe <- YAML <- overrides, ``ctcm.build(backbone={...})``).
+
+    Mappings merge key by key, recursively, except that a component mapping whose ``name`` changes replaces
+    the base entirely (another component's arguments do not carry over); anything else replaces the base.
+    """
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    if "name" in override and "name" in base and override["name"] != base["name"]:
+        return copy.deepcopy(override)
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if key in out else copy.deepcopy(value)
+    return out
 
 
 # -- generic dataclass <-> dict ------------------------------------------------------------------------------

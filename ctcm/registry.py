@@ -1,4 +1,5 @@
-"""One registry pattern for every pluggable part: backbones, schedules, objectives and presets.
+"""One registry pattern for every pluggable part: backbones, schedules, objectives, time
+distributions, gaps and recipes.
 
 A name is bound either by the decorator (``@ctcm.register_backbone("my-net")`` in a user's script) or by an
 entry point in an installed package (``[project.entry-points."ctcm.backbones"] my-net = "pkg.mod:MyNet"``).
@@ -170,7 +171,7 @@ def _describe(obj: object) -> str:
 BACKBONES: Registry[Any] = Registry("backbone", "ctcm.backbones")
 SCHEDULES: Registry[Any] = Registry("schedule", "ctcm.schedules")
 OBJECTIVES: Registry[Any] = Registry("objective", "ctcm.objectives")
-PRESETS: Registry[Any] = Registry("preset", "ctcm.presets")
+RECIPES: Registry[Any] = Registry("recipe", "ctcm.recipes")
 TIME_DISTRIBUTIONS: Registry[Any] = Registry("time distribution", "ctcm.time_distributions")
 GAPS: Registry[Any] = Registry("gap", "ctcm.gaps")
 
@@ -190,9 +191,9 @@ def register_objective(name: str, obj: Any = None) -> Any:
     return OBJECTIVES.register(name, obj)
 
 
-def register_preset(name: str, obj: Any = None) -> Any:
-    """Register a preset: a zero-argument callable returning a :class:`ctcm.config.ModelConfig`."""
-    return PRESETS.register(name, obj)
+def register_recipe(name: str, obj: Any = None) -> Any:
+    """Register a recipe: a zero-argument callable returning a :class:`ctcm.Recipe`."""
+    return RECIPES.register(name, obj)
 
 
 def register_time_distribution(name: str, obj: Any = None) -> Any:
@@ -230,5 +231,5 @@ def list_objectives() -> list[str]:
 
 
 def list_models() -> list[str]:
-    """Names of the registered presets, usable with :func:`ctcm.build`."""
-    return PRESETS.names()
+    """Names of the registered recipes, usable with :func:`ctcm.build` and for training."""
+    return RECIPES.names()

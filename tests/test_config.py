@@ -1,4 +1,4 @@
-"""Config: YAML round trip, strict unknown keys, overrides."""
+"""Config: YAML round trip, strict unknown keys, overrides, the one merge rule."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ctcm
-from ctcm.config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml, save_yaml, to_dict
+from ctcm.config import (ConfigError, ModelConfig, Recipe, apply_overrides, from_dict, load_yaml, merge, save_yaml,
+                         to_dict)
 
 
-def test_preset_config_round_trips_through_yaml(tmp_path):
-    cfg = ctcm.preset_config("wfno-cifar")
-    save_yaml(cfg, tmp_path / "m.yaml")
-    again = load_yaml(ModelConfig, tmp_path / "m.yaml")
-    assert again == cfg
-    assert to_dict(again)["objective"] == [{"name": "consistency", "weight": 1.0}, {"name": "tangent", "weight": 0.1}]
+def test_recipe_round_trips_through_yaml(tmp_path):
+    recipe = ctcm.get_recipe("wfno-cifar")
+    save_yaml(recipe, tmp_path / "r.yaml")
+    again = load_yaml(Recipe, tmp_path / "r.yaml")
+    assert again == recipe
+    assert [(t["name"], t["weight"]) for t in to_dict(again)["objective"]] == [("consistency", 1.0), ("tangent", 0.1)]
+    assert "objective" not in to_dict(again.model)  # a model is backbone + schedule + data shape only
 
 
 @settings(max_examples=30, deadline=None)
@@ -23,40 +25,65 @@ def test_preset_config_round_trips_through_yaml(tmp_path):
        weight=st.floats(0, 10), sched=st.sampled_from(["geometric", "trigflow"]))
 def test_model_config_dict_round_trip(width, layers, res, weight, sched):
     cfg = ModelConfig(backbone=ctcm.ComponentConfig("wfno", {"width": width, "n_layers": layers}),
-                      schedule=ctcm.ComponentConfig(sched), resolution=res,
-                      objective=[ctcm.ObjectiveTermConfig("tangent", weight, {"normalize": False})])
+                      schedule=ctcm.ComponentConfig(sched), resolution=res)
     assert from_dict(ModelConfig, to_dict(cfg)) == cfg
+    recipe = Recipe(cfg, [ctcm.ObjectiveTermConfig("tangent", weight, {"normalize": False})], {"batch_size": layers})
+    assert from_dict(Recipe, to_dict(recipe)) == recipe
+
+
+@settings(max_examples=60, deadline=None)
+@given(base=st.dictionaries(st.sampled_from("abcd"), st.integers() | st.dictionaries(st.sampled_from("xyz"),
+                                                                                       st.integers()), max_size=4),
+       over=st.dictionaries(st.sampled_from("abcd"), st.integers() | st.dictionaries(st.sampled_from("xyz"),
+                                                                                       st.integers()), max_size=4))
+def test_merge_rule(base, over):
+    out = merge(base, over)
+    assert merge(base, {}) == base and set(out) == set(base) | set(over)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            assert out[k] == {**base[k], **v}  # mappings merge key by key
+        else:
+            assert out[k] == v  # anything else replaces
+    for k in set(base) - set(over):
+        assert out[k] == base[k]
+
+
+def test_merge_replaces_a_component_whose_name_changes():
+    base = {"name": "wfno", "width": 128, "modes": 16}
+    assert merge(base, {"width": 32}) == {"name": "wfno", "width": 32, "modes": 16}
+    assert merge(base, {"name": "unet", "model_channels": 8}) == {"name": "unet", "model_channels": 8}
 
 
 def test_unknown_key_lists_valid_keys():
-    data = to_dict(ctcm.preset_config("wfno-cifar"))
+    data = to_dict(ctcm.get_recipe("wfno-cifar").model)
     data["resolutoin"] = 64
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['resolutoin'\]. Valid keys: .*resolution"):
         from_dict(ModelConfig, data)
 
 
 def test_wrong_type_is_reported():
-    data = to_dict(ctcm.preset_config("wfno-cifar"))
+    data = to_dict(ctcm.get_recipe("wfno-cifar").model)
     data["channels"] = "three"
     with pytest.raises(ConfigError, match="channels: expected int"):
         from_dict(ModelConfig, data)
 
 
 def test_overrides():
-    data = to_dict(ctcm.preset_config("wfno-cifar"))
-    out = apply_overrides(data, ["backbone.width=32", "objective.1.weight=0.5", "schedule.name=trigflow"])
-    cfg = from_dict(ModelConfig, out)
-    assert cfg.backbone.kwargs["width"] == 32 and cfg.objective[1].weight == 0.5 and cfg.schedule.name == "trigflow"
-    assert data["backbone"]["width"] == 128  # the input is not mutated
+    data = to_dict(ctcm.get_recipe("wfno-cifar"))
+    out = apply_overrides(data, ["model.backbone.width=32", "objective.1.weight=0.5", "model.schedule.name=trigflow"])
+    cfg = from_dict(Recipe, out)
+    assert cfg.model.backbone.kwargs["width"] == 32 and cfg.objective[1].weight == 0.5
+    assert cfg.model.schedule.name == "trigflow"
+    assert data["model"]["backbone"]["width"] == 128  # the input is not mutated
     with pytest.raises(ConfigError, match="out of range"):
         apply_overrides(data, ["objective.5.weight=1"])
     with pytest.raises(ConfigError, match="key.sub=value"):
-        apply_overrides(data, ["backbone.width"])
+        apply_overrides(data, ["model.backbone.width"])
 
 
 def test_exponent_floats_from_overrides():
-    data = to_dict(ctcm.preset_config("wfno-cifar"))
-    cfg = from_dict(ModelConfig, apply_overrides(data, ["objective.0.weight=2e-3"]))
+    data = to_dict(ctcm.get_recipe("wfno-cifar"))
+    cfg = from_dict(Recipe, apply_overrides(data, ["objective.0.weight=2e-3"]))
     assert cfg.objective[0].weight == 0.002
 
 
@@ -66,7 +93,7 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_config_builds_the_same_model():
-    cfg = ctcm.preset_config("wfno-cifar")
+    cfg = ctcm.get_recipe("wfno-cifar").model
     cfg.backbone.kwargs.update(width=8, n_layers=1)
     a = ctcm.build(cfg)
     b = ctcm.build(from_dict(ModelConfig, to_dict(a.config)))

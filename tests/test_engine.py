@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 import ctcm
 from ctcm.config import ConfigError
-from ctcm.engine import NonFiniteError, Trainer, load_train_config, model_config, resolve, train
+from ctcm.engine import NonFiniteError, Trainer, load_train_config, train
 from ctcm.engine.config import dump_yaml
 from ctcm.engine.data_order import StepBatchSampler
 from ctcm.engine.lr import warmup_cosine
@@ -33,7 +33,7 @@ DEFAULT = ROOT / "examples" / "cifar10" / "configs" / "default_cifar.yaml"
 SMALL = ["model.backbone.width=8", "model.backbone.n_layers=1", "model.backbone.modes=4",
          "model.backbone.emb_dim=16", "model.resolution=16", "batch_size=8", "log_every=2",
          "sample_every=0", "checkpoint_every=0", "eval.learning_samples=0", "eval.grid=0", "optim.warmup_steps=2",
-         "model.objective.1.warmup_steps=3"]
+         "objective.1.warmup_steps=3"]
 
 
 class ToyImages(Dataset):
@@ -72,23 +72,23 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
 def test_packaged_configs_load_and_round_trip(tmp_path):
     for path in (TINY, DEFAULT):
         cfg = load_train_config(path)
-        full = resolve(cfg)
-        assert full.model.preset is None
-        (tmp_path / "c.yaml").write_text(dump_yaml(full))
-        again = load_train_config(tmp_path / "c.yaml")
-        assert model_config(again.model) == model_config(cfg.model)
+        assert cfg.recipe == "wfno-cifar" and cfg.model.backbone.name == "wfno"  # resolved against the recipe
+        (tmp_path / "c.yaml").write_text(dump_yaml(cfg))
+        again = load_train_config(tmp_path / "c.yaml", resolved=True)
+        assert again == cfg
     cfg = load_train_config(DEFAULT)
-    m = model_config(cfg.model)
+    m = cfg.model
     assert m.backbone.name == "wfno" and m.backbone.kwargs["spectral_weight_drop"] > 0
-    assert [(t.name, t.weight) for t in m.objective] == [("consistency", 1.0), ("tangent", 0.1)]
+    assert m.backbone.kwargs["width"] == 128  # merged from the recipe
+    assert [(t.name, t.weight) for t in cfg.objective] == [("consistency", 1.0), ("tangent", 0.1)]
     assert cfg.optim.lr == 3e-4 and cfg.optim.weight_decay > 0 and cfg.optim.warmup_steps > 0
 
 
 def test_overrides_apply_and_unknown_keys_error():
-    cfg = small_config("optim.lr=0.5", "model.backbone.width=12", "data.heldout=7", "model.objective.0.gap.delta_max=0.1")
-    m = model_config(cfg.model)
+    cfg = small_config("optim.lr=0.5", "model.backbone.width=12", "data.heldout=7", "objective.0.gap.delta_max=0.1")
+    m = cfg.model
     assert cfg.optim.lr == 0.5 and m.backbone.kwargs["width"] == 12 and cfg.data.heldout == 7
-    assert m.objective[0].kwargs["gap"]["delta_max"] == 0.1 and m.backbone.kwargs["modes"] == 4
+    assert cfg.objective[0].kwargs["gap"]["delta_max"] == 0.1 and m.backbone.kwargs["modes"] == 4
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lrr'\].*Valid keys"):
         small_config("optim.lrr=1")
     with pytest.raises(ConfigError, match="unknown key"):
@@ -100,7 +100,7 @@ def test_overrides_apply_and_unknown_keys_error():
 def test_bad_backbone_argument_errors_at_build():
     cfg = small_config("model.backbone.depth=3")
     with pytest.raises(Exception, match="depth"):
-        ctcm.build(model_config(cfg.model))
+        ctcm.build(cfg.model)
 
 
 def test_warmup_cosine_shape():
@@ -168,7 +168,7 @@ def test_run_writes_outputs_and_learning_measure(tmp_path):
     header = (tmp_path / "train.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "consistency", "tangent", "lr", "grad_norm", "img_per_s", "nonfinite"} <= set(header)
     stored = ctcm.read_checkpoint(res.checkpoint)["extra"]["config"]
-    assert stored["model"]["preset"] is None and stored["model"]["backbone"]["width"] == 8
+    assert stored["recipe"] == "wfno-cifar" and stored["model"]["backbone"]["width"] == 8
     assert isinstance(ctcm.load_checkpoint(res.checkpoint), ctcm.ConsistencyModel)
 
 
@@ -259,7 +259,7 @@ def test_ddp_gloo_two_ranks_match_one_process(tmp_path):
     single = Trainer(small_config(*overrides), tmp_path / "single", dataset=ToyImages(), progress=False)
     single.run()
     torch.manual_seed(0)  # the config's seed: the initial weights every run starts from
-    start = ctcm.build(model_config(small_config().model))
+    start = ctcm.build(small_config().model)
     moved = 0.0
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(r0[k], v, rtol=1e-4, atol=1e-5, msg=f"{k}: DDP and single process differ")

@@ -11,7 +11,7 @@ import ctcm
 from ctcm.engine.trainer import Trainer, train
 from test_engine import ToyImages, assert_identical, free_port, small_config, weights
 
-SCM = ["model.schedule={name: trigflow}", "model.objective=[{name: scm, weight: 1.0, warmup_steps: 2}]"]
+SCM = ["model.schedule={name: trigflow}", "objective=[{name: scm, weight: 1.0, warmup_steps: 2}]"]
 
 
 def objective_state(path) -> dict[str, torch.Tensor]:
@@ -34,7 +34,7 @@ def test_objective_parameters_train_and_resume_exactly(tmp_path):
 
 def test_init_from_loads_weights_only(tmp_path):
     data = ToyImages()
-    pre = train(small_config("steps=3", "model.objective=[{name: denoising}]"), tmp_path / "pre", dataset=data,
+    pre = train(small_config("steps=3", "objective=[{name: denoising}]"), tmp_path / "pre", dataset=data,
                 progress=False)
     trainer = Trainer(small_config("steps=2", f"init_from={pre.checkpoint}"), tmp_path / "ft", dataset=data,
                       progress=False)

@@ -6,11 +6,11 @@ exact resume, DDP under torchrun), logging and plots. Entry points: :func:`train
     result = train(cfg, "runs/tiny")
 """
 
-from .config import (DataConfig, EMAConfig, EvalConfig, ModelSection, OptimConfig, TrainConfig, load_train_config,
-                     model_config, resolve)
+from .config import (DataConfig, EMAConfig, EvalConfig, OptimConfig, TrainConfig, load_train_config,
+                     resolve_train_dict)
 from .trainer import NonFiniteError, Trainer, TrainResult, train
 
 __all__ = [
-    "DataConfig", "EMAConfig", "EvalConfig", "ModelSection", "NonFiniteError", "OptimConfig", "TrainConfig",
-    "TrainResult", "Trainer", "load_train_config", "model_config", "resolve", "train",
+    "DataConfig", "EMAConfig", "EvalConfig", "NonFiniteError", "OptimConfig", "TrainConfig",
+    "TrainResult", "Trainer", "load_train_config", "resolve_train_dict", "train",
 ]

@@ -51,7 +51,7 @@ def main_train(argv: list[str] | None = None) -> int:
         if args.config is not None:
             cfg = load_train_config(args.config, overrides)
         else:  # resuming without an explicit config: the run's own
-            cfg = load_train_config(None, overrides, base=read_checkpoint(resume)["extra"]["config"])
+            cfg = load_train_config(None, overrides, base=read_checkpoint(resume)["extra"]["config"], resolved=True)
         result = train(cfg, out, resume=resume, progress=not args.no_progress)
     except (ConfigError, CheckpointError, DataError, FileNotFoundError, NonFiniteError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

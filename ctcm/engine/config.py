@@ -1,39 +1,22 @@
 """Training configuration: dataclasses with a strict YAML round trip (see :mod:`ctcm.config`).
 
-A run is described by one :class:`TrainConfig`. Its ``model`` section starts from a preset and merges
-overrides into it (``model: {preset: wfno-cifar, backbone: {width: 32}}``), or spells out a full model
-(``preset: null`` plus ``backbone``/``schedule``/``objective``). :func:`resolve` turns it into the fully
-explicit form that is stored in the run folder and in every checkpoint, so a run can be rebuilt from it.
+A run is described by one :class:`TrainConfig`, resolved once by :func:`load_train_config`: the recipe's
+defaults (``recipe: wfno-cifar``: its model, objective and optimiser/EMA settings) <- the YAML file <-
+command-line ``key.sub=value`` overrides, all with the one merge rule :func:`ctcm.config.merge`. The result
+is fully explicit (every component named with all its arguments); it is what runs and checkpoints store,
+and it rebuilds the run without the recipe (``resolved=True``).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from ..build import preset_config
-from ..config import ConfigError, ModelConfig, apply_overrides, from_dict, to_dict
-
-
-@dataclass
-class ModelSection:
-    """A preset plus overrides, or (``preset: null``) a full model.
-
-    ``backbone``/``schedule`` merge into the preset's keyword arguments (a ``name`` key switches to another
-    registered component); ``objective``, when given, replaces the preset's list of terms.
-    """
-
-    preset: str | None = "wfno-cifar"
-    backbone: dict[str, Any] = field(default_factory=dict)
-    schedule: dict[str, Any] = field(default_factory=dict)
-    channels: int | None = None
-    resolution: int | None = None
-    objective: list[dict[str, Any]] | None = None
-
+from ..build import get_recipe
+from ..config import ConfigError, ModelConfig, ObjectiveTermConfig, apply_overrides, from_dict, merge, to_dict
 
 @dataclass
 class DataConfig:
@@ -105,18 +88,22 @@ class EvalConfig:
 
 @dataclass
 class TrainConfig:
-    """One training run.
+    """One training run (build it with :func:`load_train_config`, which resolves the recipe).
 
-    ``batch_size`` is the global batch (split evenly across ranks). ``precision``: ``bf16`` autocast
-    (CUDA only; CPU always runs float32) or ``fp32``. ``compile``: wrap the model in ``torch.compile``.
-    ``max_nonfinite``: consecutive non-finite steps that stop the run. ``*_every``: in optimiser steps
-    (0: off). ``keep_checkpoints``: periodic checkpoints kept besides ``latest.pt`` (0: keep all).
-    ``threads``: CPU threads of torch's intra-op pool during the run (null: torch's default, one per core).
-    ``init_from``: a checkpoint whose network weights (EMA when present) start a fresh run (warm start:
-    new optimiser, EMA restarted from those weights); ignored when resuming.
+    ``recipe``: the registered recipe the run started from (provenance; its defaults are already merged in).
+    ``model``: backbone + schedule + data shape; ``objective``: the weighted terms, each with its own
+    arguments (time distribution, gap...). ``batch_size`` is the global batch (split evenly across ranks).
+    ``precision``: ``bf16`` autocast (CUDA only; CPU always runs float32) or ``fp32``. ``compile``: wrap the
+    model in ``torch.compile``. ``max_nonfinite``: consecutive non-finite steps that stop the run.
+    ``*_every``: in optimiser steps (0: off). ``keep_checkpoints``: periodic checkpoints kept besides
+    ``latest.pt`` (0: keep all). ``threads``: CPU threads of torch's intra-op pool during the run (null:
+    torch's default, one per core). ``init_from``: a checkpoint whose network weights (EMA when present)
+    start a fresh run (warm start: new optimiser, EMA restarted from those weights); ignored when resuming.
     """
 
-    model: ModelSection = field(default_factory=ModelSection)
+    model: ModelConfig
+    objective: list[ObjectiveTermConfig]
+    recipe: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
@@ -144,57 +131,44 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.ema.decay is None) == (self.ema.half_life_images is None):
             raise ConfigError("ema: give exactly one of decay or half_life_images (set the other to null)")
+        if not self.objective:
+            raise ConfigError("objective: give at least one term {name: ..., weight: ...} (or set a recipe)")
 
 
-def model_config(section: ModelSection) -> ModelConfig:
-    """The :class:`ctcm.ModelConfig` a model section describes (preset merged with its overrides)."""
-    if section.preset is None:
-        missing = [k for k in ("backbone", "schedule") if not getattr(section, k)]
-        if missing or section.objective is None:
-            raise ConfigError(
-                f"model: without a preset give backbone, schedule and objective (missing "
-                f"{missing + ([] if section.objective is not None else ['objective'])}), or set model.preset"
-            )
-        base: dict[str, Any] = {}
-    else:
-        base = to_dict(preset_config(section.preset))
-    for key in ("backbone", "schedule"):
-        extra = dict(getattr(section, key))
-        if "name" in extra and base.get(key, {}).get("name") != extra["name"]:
-            base[key] = extra
-        else:
-            base[key] = {**base.get(key, {}), **extra}
-    for key in ("channels", "resolution", "objective"):
-        if getattr(section, key) is not None:
-            base[key] = copy.deepcopy(getattr(section, key))
-    return from_dict(ModelConfig, base, where="model")
+def recipe_defaults(name: str) -> dict[str, Any]:
+    """A recipe as TrainConfig data: ``{recipe, model, objective, **train}``."""
+    recipe = get_recipe(name)
+    return {"recipe": name, "model": to_dict(recipe.model), "objective": to_dict(recipe.objective),
+            **to_dict(recipe.train)}
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """A copy whose model section is explicit (``preset: null``): what runs and checkpoints store."""
-    out = copy.deepcopy(cfg)
-    m = to_dict(model_config(cfg.model))
-    out.model = ModelSection(preset=None, backbone=m["backbone"], schedule=m["schedule"],
-                             channels=m["channels"], resolution=m["resolution"], objective=m["objective"])
-    return out
+def resolve_train_dict(data: dict[str, Any], *, resolved: bool = False) -> TrainConfig:
+    """recipe defaults <- ``data`` (:func:`ctcm.config.merge`), then typed and checked. ``resolved``: ``data``
+    is already explicit (a stored run config), so the recipe is not consulted again."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a training config must be a mapping, got {type(data).__name__}")
+    name = data.get("recipe", None if resolved else DEFAULT_RECIPE)
+    merged = data if resolved or name is None else merge(recipe_defaults(name), data)
+    if "model" not in merged or "objective" not in merged:
+        raise ConfigError("without a recipe give model (backbone, schedule) and objective in full, or set recipe")
+    return from_dict(TrainConfig, merged, where="")
 
 
 def load_train_config(path: str | os.PathLike | None, overrides: list[str] | None = None,
-                      base: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a :class:`TrainConfig` from YAML (or from the dict ``base``), then apply ``key.sub=value`` overrides.
-
-    Unknown keys are errors that list the valid ones."""
+                      base: dict[str, Any] | None = None, *, resolved: bool = False) -> TrainConfig:
+    """Read a :class:`TrainConfig` from YAML (or from the dict ``base``), apply ``key.sub=value`` overrides,
+    and resolve it against its recipe (unless ``resolved``). Unknown keys are errors that list the valid ones."""
     if path is not None:
         if not os.path.isfile(path):
             raise ConfigError(f"config file not found: {path}")
         with open(path) as fh:
             base = yaml.safe_load(fh) or {}
-    data = apply_overrides(base or {}, overrides or [])
-    cfg = from_dict(TrainConfig, data, where="")
-    model_config(cfg.model)  # fail early on a bad model section
-    return cfg
+    return resolve_train_dict(apply_overrides(base or {}, overrides or []), resolved=resolved)
 
 
 def dump_yaml(cfg: TrainConfig) -> str:
-    """The config as YAML text (round-trips through :func:`load_train_config`)."""
+    """The config as YAML text (round-trips through ``load_train_config(..., resolved=True)``)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+DEFAULT_RECIPE = "wfno-cifar"

@@ -29,7 +29,7 @@ from ..config import to_dict
 from ..ema import EMA
 from ..objective import Objective
 from . import state as run_state
-from .config import TrainConfig, dump_yaml, model_config, resolve
+from .config import TrainConfig, dump_yaml
 from .data_order import FlippedDataset, StepBatchSampler
 from .distributed import (DistInfo, all_ranks_true, any_rank_true, average_gradients, barrier, cleanup,
                           init_distributed, mean_logs, pick_device)
@@ -136,10 +136,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
 
-        self.model_cfg = model_config(cfg.model)
-        self.resolved = resolve(cfg)
-        self.model = build(self.model_cfg).to(self.device)
-        self.objective: Objective = build_objective(self.model_cfg)
+        self.model = build(cfg.model).to(self.device)
+        self.objective: Objective = build_objective(cfg.objective)
         # an objective's own trainable parameters (e.g. sCM's adaptive weighting): optimised with the model
         self.objective_params = (self.objective.parameters_module() or nn.Module()).to(self.device)
         if cfg.init_from is not None and resume is None:
@@ -158,7 +156,7 @@ class Trainer:
 
         self.dataset, self.heldout = dataset, heldout
         if dataset is None:
-            self.dataset, self.heldout = split_data(cfg, self.model_cfg.resolution, self.info.is_main)
+            self.dataset, self.heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
 
         self.wrapped: nn.Module = self.model
         if self.info.enabled:
@@ -195,7 +193,7 @@ class Trainer:
         path = None
         if self.info.is_main:
             extra = {
-                "config": to_dict(self.resolved),
+                "config": to_dict(self.cfg),
                 "rng": run_state.capture_rng(self.generator),
                 "data_order": {"seed": self.cfg.seed, "step": self.step, "world_size": self.info.world_size},
                 "nonfinite_total": self.nonfinite_total,
@@ -314,7 +312,7 @@ class Trainer:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             files["config"] = self.out / "config.yaml"
-            files["config"].write_text(dump_yaml(self.resolved))
+            files["config"].write_text(dump_yaml(self.cfg))
             if self.resumed_from is None:
                 self.metrics = {}
                 if cfg.eval.learning_samples > 0:

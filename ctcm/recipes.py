@@ -1,0 +1,61 @@
+"""Reference recipes: a model (backbone + schedule + data shape) plus how to train it (Eq. 13-26).
+
+A recipe is registered under the name users type for both ``ctcm.build(name)`` (the model only) and
+training (``recipe: name`` in a YAML config: the model, the objective with its time distribution and gap,
+and optimiser/EMA defaults). Recipes name components by their registered names only, so this module
+imports no plugin. Third-party recipes register through the ``ctcm.recipes`` entry-point group or
+:func:`ctcm.register_recipe`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import ComponentConfig, ModelConfig, ObjectiveTermConfig, Recipe
+
+
+def cifar_model(backbone: str, schedule: str = "geometric", **backbone_kwargs: Any) -> ModelConfig:
+    """A 3x32x32 model with ``backbone`` and ``schedule``."""
+    return ModelConfig(backbone=ComponentConfig(backbone, dict(backbone_kwargs)), schedule=ComponentConfig(schedule),
+                       channels=3, resolution=32)
+
+
+# The original design's objective: consistency + 0.1 x tangent (docs/maths.md, Eq. 13-14).
+DESIGN_OBJECTIVE = [ObjectiveTermConfig("consistency", 1.0, {"gap": {"name": "uniform", "delta_max": 0.02}}),
+                    ObjectiveTermConfig("tangent", 0.1, {"warmup_steps": 10_000})]
+
+# Optimiser and EMA of the CIFAR-10 recipes (TrainConfig keys; a YAML config overrides any of them).
+CIFAR_TRAINING: dict[str, Any] = {
+    "optim": {"lr": 3.0e-4, "betas": [0.9, 0.99], "weight_decay": 0.01, "warmup_steps": 2000, "min_lr_ratio": 0.01,
+              "grad_clip": 1.0},
+    "ema": {"decay": None, "half_life_images": 500_000},
+    "batch_size": 512,
+    "steps": 200_000,
+}
+
+WFNO_CIFAR = {"width": 128, "n_layers": 6, "modes": 16}
+
+
+def wfno_cifar() -> Recipe:
+    """Weighted FNO-2D (width 128, 6 blocks, 16x16 modes), geometric schedule, the design's objective."""
+    return Recipe(cifar_model("wfno", **WFNO_CIFAR), list(DESIGN_OBJECTIVE), dict(CIFAR_TRAINING))
+
+
+def wfno_cifar_trigflow() -> Recipe:
+    """As ``wfno-cifar`` on the TrigFlow schedule, trained with sCM's loss (Algorithm 1, adaptive weighting)."""
+    return Recipe(cifar_model("wfno", "trigflow", **WFNO_CIFAR), [ObjectiveTermConfig("scm", 1.0)],
+                  dict(CIFAR_TRAINING))
+
+
+def unet_cifar() -> Recipe:
+    """DDPM++-style U-Net peer of ``wfno-cifar`` (30.5M parameters vs 30.4M): 96 base channels, 3 levels
+    x 4 residual blocks at 192 channels, attention at 16x16, geometric schedule, same objective."""
+    model = cifar_model("unet", model_channels=96, channel_mult=[2, 2, 2], num_res_blocks=4, attn_levels=[1],
+                        emb_dim=288)
+    return Recipe(model, list(DESIGN_OBJECTIVE), dict(CIFAR_TRAINING))
+
+
+def fno_cifar() -> Recipe:
+    """neuraloperator FNO peer of ``wfno-cifar`` (30.4M real parameters, complex weights counted twice):
+    width 132, 6 blocks, 16x16 modes, time embedding as input channels; geometric schedule, same objective."""
+    return Recipe(cifar_model("fno", width=132, n_layers=6, modes=16), list(DESIGN_OBJECTIVE), dict(CIFAR_TRAINING))
