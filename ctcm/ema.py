@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .objective import unwrap
+from .runtime import unwrap
 
 
 def decay_from_half_life(half_life_images: float, batch_size: int) -> float:

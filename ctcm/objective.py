@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .runtime import unwrap
+
 
 @dataclass
 class LossOutput:
@@ -25,26 +27,6 @@ class LossOutput:
 
     loss: Tensor
     logs: dict[str, float] = field(default_factory=dict)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / compiled wrapper."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
-def resample_shared_noise(model: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Draw new per-step randomness (e.g. spectral weight-drop masks) in every submodule that has any.
-
-    Modules opt in by defining ``resample_noise_(generator)``. Within one step every forward (the
-    differentiable one, the no-grad target, the JVP) then sees the same mask, as consistency training
-    requires (ECT shares dropout masks across the two branches).
-    """
-    for module in model.modules():
-        hook = getattr(module, "resample_noise_", None)
-        if callable(hook):
-            hook(generator)
 
 
 class ObjectiveContext:
@@ -55,13 +37,15 @@ class ObjectiveContext:
         x0: (B, C, H, W) data batch in [-1, 1] (this rank's slice of the global batch).
         step: the optimiser step (for warm-ups).
         generator: optional generator for every random draw (reproducible losses).
+        cond: conditioning passed to every model call, tensors (B, ...) (this rank's slice, like ``x0``).
         rank, world_size: with a generator in the same state on every rank, each draw is made for the
             global batch and this rank keeps its slice, so W ranks see exactly the draws of one process.
     """
 
     def __init__(self, model: nn.Module, x0: Tensor, step: int = 0, generator: torch.Generator | None = None,
-                 *, rank: int = 0, world_size: int = 1) -> None:
+                 *, rank: int = 0, world_size: int = 1, cond: dict[str, Tensor] | None = None) -> None:
         self.model, self.x0, self.step, self.generator = model, x0, int(step), generator
+        self.cond: dict[str, Tensor] = dict(cond or {})
         self.rank, self.world_size = int(rank), int(world_size)
 
     def _shard(self, draws: Tensor) -> Tensor:
@@ -113,7 +97,7 @@ class ObjectiveContext:
     @cached_property
     def f(self) -> Tensor:
         """f_theta(x_t, t) with gradients, through ``model`` (so DDP synchronises them)."""
-        return self.model(self.x_t, self.t)
+        return self.model(self.x_t, self.t, **self.cond)
 
 
 class Objective(abc.ABC):
@@ -126,17 +110,23 @@ class Objective(abc.ABC):
         """The loss for one batch, using (and sharing) what ``ctx`` provides."""
 
     def __call__(self, model: nn.Module, x0: Tensor, step: int = 0, *, generator: torch.Generator | None = None,
-                 rank: int = 0, world_size: int = 1) -> LossOutput:
-        """Evaluate on a batch x0 (B, C, H, W): draw per-step randomness, then compute every term.
+                 rank: int = 0, world_size: int = 1, cond: dict[str, Tensor] | None = None) -> LossOutput:
+        """Evaluate on a batch x0 (B, C, H, W) with conditioning ``cond`` (tensors (B, ...)): draw per-step
+        randomness (:meth:`ctcm.Backbone.resample_noise_`), then compute every term.
 
         The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
-        if unwrap(model).training:
-            resample_shared_noise(unwrap(model), generator)
-        ctx = ObjectiveContext(model, x0, step, generator, rank=rank, world_size=world_size)
+        net = unwrap(model)
+        if net.training:
+            net.resample_noise_(generator)
+        ctx = ObjectiveContext(model, x0, step, generator, rank=rank, world_size=world_size, cond=cond)
         return WeightedSum(self.terms()).compute(ctx)
 
     def terms(self) -> list[tuple[float, "Objective"]]:
         return [(1.0, self)]
+
+    def labels(self) -> list[str]:
+        """The log key of each term's loss, in order (see :class:`WeightedSum`)."""
+        return WeightedSum(self.terms()).labels()
 
     def __add__(self, other: "Objective") -> "WeightedSum":
         if not isinstance(other, Objective):

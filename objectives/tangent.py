@@ -37,7 +37,7 @@ class TangentObjective(Objective):
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         with torch.no_grad():
-            _, g = ctx.net.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt, warmup=self.warmup(ctx.step))
+            _, g = ctx.net.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt, warmup=self.warmup(ctx.step), **ctx.cond)
         g_norm = g.flatten(1).norm(dim=1)
         if self.normalize:
             g = g / expand_like(g_norm + self.norm_c, g)

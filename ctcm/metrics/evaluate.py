@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..runtime import rank_world
+from ..sampling import sample_batches, to_uint8
 from .distances import frechet_distance, kid_from_features
 from .network import InceptionFeatures
-from .stats import (FeatureNet, Statistics, _dist, compute_statistics, extract_features,
-                    is_statistics_file, load_or_compute_statistics, statistics_from_features)
+from .stats import (FeatureNet, Statistics, compute_statistics, extract_features, is_statistics_file,
+                    load_or_compute_statistics, statistics_from_features)
 
 SetLike = str | os.PathLike | Statistics
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """Images in [-1, 1] (B, C, H, W) -> uint8, exactly as when saving PNGs: (x * 127.5 + 128).clamp(0, 255)."""
-    return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def _statistics(images: SetLike, *, num: int | None, split: str, network: FeatureNet, cache_dir: Any,
@@ -77,8 +75,6 @@ class _LazyNetwork:
         return self.net(images)
 
 
-
-
 class FIDEvaluator:
     """FID of a :class:`ctcm.ConsistencyModel`'s samples against fixed reference statistics.
 
@@ -87,10 +83,10 @@ class FIDEvaluator:
 
     The reference statistics are loaded (or computed once and cached) at construction, by the constructing
     process alone (not a collective call: under torchrun let rank 0 construct first, barrier, then the
-    others, which then read the cache). ``evaluate`` is a collective call under torchrun; it draws
-    ``num_samples`` images in batches of ``batch_size``; batch b uses a generator seeded from (seed, b), so the
-    samples do not depend on the number of ranks. Under ``torchrun`` each rank samples and embeds batches
-    rank, rank + world, ...; every rank returns the same score.
+    others, which then read the cache). ``evaluate`` is a collective call under torchrun; it draws images
+    0..num_samples-1 of run ``seed`` by :func:`ctcm.sampling.sample_batches` (the images ``ctcm sample
+    --seed SEED`` writes, image for image), in batches of ``batch_size``. Under ``torchrun`` each rank samples
+    and embeds batches rank, rank + world, ...; every rank returns the same score.
 
     Args:
         ref: a statistics ``.npz`` or any data source of :mod:`ctcm.data` (statistics cached).
@@ -117,18 +113,12 @@ class FIDEvaluator:
                                               cache_dir=cache_dir, batch_size=batch_size, progress=progress,
                                               distributed=False)
 
-    def _batches(self, model: Any, steps: int, seed: int):
-        rank, world = _dist()
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        for b, start in enumerate(range(0, self.num_samples, self.batch_size)):
-            if b % world != rank:
-                continue
-            n = min(self.batch_size, self.num_samples - start)
-            generator = torch.Generator(device=device)
-            generator.manual_seed(int(np.random.SeedSequence([seed, b]).generate_state(1)[0]))
-            x = model.sample(n, steps=steps, generator=generator)
-            yield to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+    def images(self, model: Any, steps: int = 1, seed: int = 0) -> Iterator[np.ndarray]:
+        """This rank's batches of the evaluated samples, uint8 (b, H, W, C) (see :func:`ctcm.sampling.to_uint8`)."""
+        rank, world = rank_world()
+        for _, x in sample_batches(model, self.num_samples, seed=seed, steps=steps, batch_size=self.batch_size,
+                                   rank=rank, world_size=world):
+            yield to_uint8(x)
 
     def statistics(self, model: Any, steps: int = 1, seed: int = 0) -> Statistics:
         """Inception statistics of ``num_samples`` samples of ``model``."""
@@ -136,7 +126,7 @@ class FIDEvaluator:
         model.eval()
         try:
             n_batches = -(-self.num_samples // self.batch_size)
-            feats = extract_features(self._batches(model, steps, seed), self.network, num_batches=n_batches,
+            feats = extract_features(self.images(model, steps, seed), self.network, num_batches=n_batches,
                                      progress=self.progress, desc=f"FID samples ({steps} step)")
         finally:
             model.train(was_training)
