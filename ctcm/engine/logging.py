@@ -86,6 +86,14 @@ def read_csv(path: str | Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in rows[0]}
 
 
+def loss_panels(columns: list[str], labels: list[str]) -> list[list[str]]:
+    """The columns of each loss panel: [``loss`` and the terms ``labels``], [the terms' ``label/key`` logs];
+    empty panels are dropped."""
+    panels = [[k for k in ["loss", *labels] if k in columns],
+              [k for k in columns if "/" in k and k.split("/", 1)[0] in labels]]
+    return [keys for keys in panels if keys]
+
+
 def plot_losses(csv_path: str | Path, path: str | Path, labels: list[str]) -> Path | None:
     """Loss curves against step from ``train.csv``, log scale: the total ``loss`` and each term of
     ``labels`` (an objective's :meth:`~ctcm.Objective.labels`) in one panel, the terms' extra logs
@@ -97,9 +105,7 @@ def plot_losses(csv_path: str | Path, path: str | Path, labels: list[str]) -> Pa
     cols = read_csv(csv_path) if Path(csv_path).is_file() else {}
     if "step" not in cols:
         return None
-    panels = [[k for k in ["loss", *labels] if k in cols],
-              [k for k in cols if "/" in k and k.split("/", 1)[0] in labels]]
-    panels = [keys for keys in panels if keys]
+    panels = loss_panels(list(cols), labels)
     if not panels:
         return None
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 4 * len(panels)), squeeze=False)
