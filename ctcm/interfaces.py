@@ -9,10 +9,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Self, override  # typing's own from Python 3.11 / 3.12
 
 
 class ComplexSafeModule(nn.Module):
@@ -25,7 +27,8 @@ class ComplexSafeModule(nn.Module):
     protects every complex parameter below it (including those of third-party layers).
     """
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "ComplexSafeModule":
+    @override
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Self:
         def complex_safe(t: Tensor) -> Tensor:
             if t.is_complex():
                 out = fn(torch.view_as_real(t))
@@ -60,7 +63,8 @@ class Backbone(ComplexSafeModule, abc.ABC):
     def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
                             **cond: Any) -> tuple[Tensor, Tensor]:
         """(F(x, c), dF = J_x F dx + d_c F dc) at fixed ``cond``: one ``torch.func.jvp``. All (B, C_out, H, W)."""
-        return torch.func.jvp(lambda u, c: self(u, c, **cond), (x, c_noise), (dx, dc_noise))
+        f, df = torch.func.jvp(lambda u, c: self(u, c, **cond), (x, c_noise), (dx, dc_noise))[:2]
+        return f, df
 
     def resample_noise_(self, generator: torch.Generator | None = None) -> None:
         """Draw new per-step randomness (called once per training step, before any forward); default none.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .config import ModelConfig
 from .interfaces import Backbone, ComplexSafeModule, NoiseSchedule, check_backbone, expand_like
@@ -87,12 +88,11 @@ class ConsistencyModel(ComplexSafeModule):
         t = self._check_inputs(x, t)
         ones = torch.ones_like(t)
         (c_in, c_noise), (d_in, d_noise) = torch.func.jvp(
-            lambda s: (self.schedule.coefficients(s)[2], self.schedule.c_noise(s)), (t,), (ones,))
+            lambda s: (self.schedule.coefficients(s)[2], self.schedule.c_noise(s)), (t,), (ones,))[:2]
         u, du = expand_like(c_in, x) * x, expand_like(d_in, x) * x + expand_like(c_in, x) * dx_dt
         raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)
         (c_skip, c_out), (d_skip, d_out) = torch.func.jvp(
-            lambda s: self.schedule.coefficients(s)[:2], (t,), (ones,)
-        )
+            lambda s: self.schedule.coefficients(s)[:2], (t,), (ones,))[:2]
         e = lambda c: expand_like(c, x)  # noqa: E731
         f = e(c_skip) * x + e(c_out) * raw
         df_dt = warmup * (e(d_skip) * x + e(c_out) * d_raw) + e(c_skip) * dx_dt + e(d_out) * raw

@@ -13,12 +13,15 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .runtime import unwrap
+
+if TYPE_CHECKING:
+    from .model import ConsistencyModel
 
 
 @dataclass
@@ -115,7 +118,7 @@ class Objective(abc.ABC):
         randomness (:meth:`ctcm.Backbone.resample_noise_`), then compute every term.
 
         The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
-        net = unwrap(model)
+        net = cast("ConsistencyModel", unwrap(model))
         if net.training:
             net.resample_noise_(generator)
         ctx = ObjectiveContext(model, x0, step, generator, rank=rank, world_size=world_size, cond=cond)

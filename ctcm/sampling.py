@@ -14,11 +14,14 @@ Every caller samples through :func:`sample_batches`: ``ctcm sample``, training g
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .model import ConsistencyModel
 
 Cond = Mapping[str, Tensor]
 
@@ -32,7 +35,7 @@ def default_times(schedule: Any, steps: int, t_mid: float | None = None) -> list
     raise ValueError(f"steps must be 1 or 2 (pass explicit times for more), got {steps}")
 
 
-def sample(model: nn.Module, noise: Tensor, times: Sequence[float], *,
+def sample(model: ConsistencyModel, noise: Tensor, times: Sequence[float], *,
            noise_sampler: Callable[[], Tensor] | None = None, cond: Cond | None = None) -> Tensor:
     """Multistep consistency sampling (Eq. 12).
 
@@ -87,13 +90,13 @@ class ImageNoise:
         return torch.stack(draws).to(self.device, self.dtype)
 
 
-def _where(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def _where(model: ConsistencyModel) -> tuple[torch.device, torch.dtype]:
     param = next(model.parameters(), None)
     return (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
 
 
 @torch.no_grad()
-def sample_range(model: nn.Module, start: int, stop: int, *, seed: int, times: Sequence[float],
+def sample_range(model: ConsistencyModel, start: int, stop: int, *, seed: int, times: Sequence[float],
                  cond: Cond | None = None, clip: bool = True) -> Tensor:
     """Images [start, stop) of run ``seed``, (stop - start, C, R, R) in [-1, 1] when ``clip``.
 
@@ -106,7 +109,7 @@ def sample_range(model: nn.Module, start: int, stop: int, *, seed: int, times: S
     return x.clamp(-1, 1) if clip else x
 
 
-def sample_batches(model: nn.Module, n: int, *, seed: int = 0, steps: int = 1, t_mid: float | None = None,
+def sample_batches(model: ConsistencyModel, n: int, *, seed: int = 0, steps: int = 1, t_mid: float | None = None,
                    times: Sequence[float] | None = None, batch_size: int = 250, rank: int = 0, world_size: int = 1,
                    cond: Cond | None = None, clip: bool = True) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(first_index, images)`` for this rank's share of images 0..n-1, images (b, C, R, R).
@@ -127,7 +130,7 @@ def sample_batches(model: nn.Module, n: int, *, seed: int = 0, steps: int = 1, t
         yield start, sample_range(model, start, stop, seed=seed, times=times, cond=part, clip=clip)
 
 
-def sample_all(model: nn.Module, n: int, **kwargs: Any) -> Tensor:
+def sample_all(model: ConsistencyModel, n: int, **kwargs: Any) -> Tensor:
     """All of this rank's images of :func:`sample_batches` in one tensor (n, C, R, R) (one rank: all n)."""
     return torch.cat([x for _, x in sample_batches(model, n, **kwargs)])
 

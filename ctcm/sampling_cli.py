@@ -85,7 +85,8 @@ def main_sample(argv: list[str] | None = None) -> int:
             images = to_uint8(x)
             if folder is not None:
                 for j, img in enumerate(images):
-                    Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(folder / f"{start + j:06d}.png")
+                    png = img.squeeze(-1) if img.shape[-1] == 1 else img
+                    Image.fromarray(png).save(folder / f"{start + j:06d}.png")
             if parts_dir is not None:
                 starts.append(start)
                 chunks.append(images)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -10,6 +12,9 @@ import ctcm
 
 TINY_WFNO = {"width": 8, "n_layers": 2, "modes": 4, "emb_dim": 16, "n_freqs": 4}
 SCHEDULES = ["geometric", "trigflow"]
+
+needs_neuralop = pytest.mark.skipif(importlib.util.find_spec("neuralop") is None,
+                                    reason="needs the optional extra: pip install 'ctcm[neuralop]'")
 
 
 @ctcm.register_backbone("stub")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ctcm
-from conftest import TINY_WFNO, tiny_model
+from conftest import TINY_WFNO, needs_neuralop, tiny_model
 
 
 @settings(max_examples=25, deadline=None)
@@ -54,6 +54,7 @@ def test_backbone_conditioning_is_per_sample():
     assert diff[2] > 0 and diff[0] == 0 and diff[1] == 0
 
 
+@needs_neuralop
 def test_casts_round_trip_and_keep_complex_weights():
     model = ctcm.build("wfno-cifar", backbone={**TINY_WFNO, "spectral_impl": "neuralop"}, resolution=8)
     complex_params = [p for p in model.parameters() if p.is_complex()]

@@ -1,7 +1,8 @@
 """``ctcm train``: the command line of a training run (``examples/cifar10/train.py`` calls the same
 :func:`main_train`).
 
-    ctcm train --config CFG.yaml --out DIR [--steps N] [--data PATH] [--device DEV] [--resume [CKPT]] [key.sub=value ...]
+    ctcm train --config CFG.yaml --out DIR [--steps N] [--data PATH] [--device DEV] [--resume [CKPT]]
+               [key.sub=value ...]
 """
 
 from __future__ import annotations

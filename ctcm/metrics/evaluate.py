@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..runtime import rank_world
@@ -41,8 +40,8 @@ def fid(gen: SetLike, ref: SetLike, *, num: int | None = None, batch_size: int =
     (see :func:`load_or_compute_statistics`); the generated set's are computed afresh.
     """
     network = network if network is not None else _LazyNetwork(weights, device)
-    kw = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size, keep_features=False,
-              progress=progress)
+    kw: dict[str, Any] = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size,
+                              keep_features=False, progress=progress)
     s_gen = _statistics(gen, split=gen_split, cache=False, **kw)
     s_ref = _statistics(ref, split=ref_split, cache=True, **kw)
     return frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma)
@@ -54,18 +53,20 @@ def kid(gen: SetLike, ref: SetLike, *, num: int | None = None, subsets: int = 10
         ref_split: str = "train", seed: int = 0, progress: bool = True) -> tuple[float, float]:
     """KID (mean, std over subsets) between two image sets; a statistics file must hold ``features``."""
     network = network if network is not None else _LazyNetwork(weights, device)
-    kw = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size, keep_features=True,
-              progress=progress)
+    kw: dict[str, Any] = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size,
+                              keep_features=True, progress=progress)
     s_gen = _statistics(gen, split=gen_split, cache=False, **kw)
     s_ref = _statistics(ref, split=ref_split, cache=True, **kw)
-    return kid_from_features(s_gen.features, s_ref.features, subsets=subsets, subset_size=subset_size, seed=seed)
+    return kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=subsets,
+                             subset_size=subset_size, seed=seed)
 
 
 class _LazyNetwork:
     """Loads :class:`InceptionFeatures` on first call, so that two statistics files need no weights."""
 
     def __init__(self, weights: Any, device: Any) -> None:
-        self.weights, self.device, self.net = weights, device, None
+        self.weights, self.device = weights, device
+        self.net: InceptionFeatures | None = None
         from .network import WEIGHTS_SHA1
         self.sha1 = WEIGHTS_SHA1
 

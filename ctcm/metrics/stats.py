@@ -56,6 +56,13 @@ class Statistics:
         os.replace(tmp, path)
         return path
 
+    def require_features(self) -> np.ndarray:
+        """The features (N, D), or a clear error when these statistics were saved without them."""
+        if self.features is None:
+            raise DataError(f"statistics of {self.meta.get('source', 'this set')} hold no features (KID needs them); "
+                            f"rebuild them with `ctcm fid-stats SOURCE --features`")
+        return self.features
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Statistics":
         try:
@@ -140,7 +147,8 @@ def _source_record(source: str | os.PathLike, split: str, num: int | None) -> tu
     src = open_source(source, split)
     count = len(src) if num is None else min(int(num), len(src))
     if num is not None and num > len(src):
-        warnings.warn(f"{src.description} holds {len(src)} images, fewer than the {num} asked for; using all")
+        warnings.warn(f"{src.description} holds {len(src)} images, fewer than the {num} asked for; using all",
+                      stacklevel=3)
     return src, {"source": _source_name(source), "description": src.description, "split": split, "count": count,
                  "fingerprint": src.fingerprint(), "protocol": PROTOCOL}
 
