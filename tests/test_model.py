@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ctcm
-from conftest import TINY_WFNO, needs_neuralop, tiny_model
+from conftest import TINY_WFNO, needs_neuralop, stub_model, tiny_model
 
 
 @settings(max_examples=25, deadline=None)
@@ -86,7 +86,7 @@ def test_wrong_shapes_are_explained():
 
 @pytest.mark.parametrize("steps", [1, 2])
 def test_sample_shape_range_and_reproducibility(schedule_name, steps):
-    model = tiny_model(schedule_name, dtype=torch.float32).eval()
+    model = stub_model(schedule_name, dtype=torch.float32).eval()
     a = model.sample(5, steps=steps, seed=3)
     b = model.sample(5, steps=steps, seed=3)
     assert a.shape == (5, 3, 8, 8) and a.min() >= -1 and a.max() <= 1
@@ -94,7 +94,7 @@ def test_sample_shape_range_and_reproducibility(schedule_name, steps):
 
 
 def test_multistep_counts_network_evaluations():
-    model = tiny_model(dtype=torch.float32).eval()
+    model = stub_model(dtype=torch.float32).eval()
     calls = []
     model.backbone.register_forward_hook(lambda *args: calls.append(1))
     ts = [1.0, 0.7, 0.4]
@@ -105,7 +105,7 @@ def test_multistep_counts_network_evaluations():
 
 
 def test_one_step_sample_is_f_at_t_max():
-    model = tiny_model(dtype=torch.float64).eval()
+    model = stub_model(dtype=torch.float64).eval()
     noise = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     expected = model(model.schedule.prior_std * noise, torch.full((2,), model.schedule.t_max, dtype=torch.float64))
     torch.testing.assert_close(ctcm.sample(model, noise, ctcm.default_times(model.schedule, 1)), expected)
