@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ctcm-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff and mypy on the library (settings in pyproject.toml); CI runs this before the tests
+lint: $(STAMP)
+	$(PY) -m ruff check ctcm
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) -m benchmarks --quick

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ctcm.interfaces import Backbone
 
+from .optional import import_neuralop
 from .time_embedding import TimeEmbedding
 
 
@@ -56,8 +57,8 @@ class FNOBackbone(Backbone):
                  lifting_ratio: float = 2.0, projection_ratio: float = 2.0, channel_mlp_expansion: float = 0.5,
                  positional_grid: bool = True, n_freqs: int = 16, max_freq: float = 8.0) -> None:
         super().__init__()
-        from neuralop.layers.channel_mlp import ChannelMLP
-        from neuralop.layers.fno_block import FNOBlocks
+        ChannelMLP = import_neuralop("layers.channel_mlp", "the 'fno' backbone").ChannelMLP
+        FNOBlocks = import_neuralop("layers.fno_block", "the 'fno' backbone").FNOBlocks
 
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .optional import import_neuralop
+
 
 def _pair(modes: int | tuple[int, int]) -> tuple[int, int]:
     return (modes, modes) if isinstance(modes, int) else (int(modes[0]), int(modes[1]))
@@ -141,8 +143,7 @@ class NeuralopSpectralConv2d(nn.Module):
         super().__init__()
         if weight_drop:
             raise ValueError("spectral weight-drop needs spectral_impl='ctcm'")
-        from neuralop.layers.spectral_convolution import SpectralConv
-
+        SpectralConv = import_neuralop("layers.spectral_convolution", "spectral_impl='neuralop'").SpectralConv
         self.conv = SpectralConv(in_channels, out_channels, n_modes=_pair(modes), bias=False)
 
     def forward(self, x: Tensor) -> Tensor:

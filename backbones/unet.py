@@ -13,13 +13,14 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from ctcm.interfaces import Backbone
 
 from .dropout import SharedDropout
 from .time_embedding import TimeEmbedding
-from .wfno import group_norm
+from .layers import group_norm
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)
 
@@ -72,12 +73,13 @@ class Attention(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, h: Tensor) -> Tensor:
-        b, c, hh, ww = h.shape
-        d = c // self.heads
-        q, k, v = self.qkv(self.norm(h)).reshape(b, 3, self.heads, d, hh * ww).unbind(1)  # (B, heads, d, N)
+        d = h.shape[1] // self.heads
+        q, k, v = rearrange(self.qkv(self.norm(h)), "b (three heads d) x y -> three b heads d (x y)",
+                            three=3, heads=self.heads)  # each (B, heads, d, N), N = H W
         logits = torch.einsum("bhdn,bhdm->bhnm", q, k) * (d**-0.5)
         attn = logits.softmax(dim=-1)
-        out = torch.einsum("bhnm,bhdm->bhdn", attn, v).reshape(b, c, hh, ww)
+        out = torch.einsum("bhnm,bhdm->bhdn", attn, v)
+        out = rearrange(out, "b heads d (x y) -> b (heads d) x y", x=h.shape[-2])
         return (h + self.proj(out)) * SKIP_SCALE
 
 
@@ -151,6 +153,12 @@ class UNet(Backbone):
     @staticmethod
     def _stage(in_ch: int, out_ch: int, emb_dim: int, dropout: float, attn: bool, heads: int) -> "Stage":
         return Stage(ResBlock(in_ch, out_ch, emb_dim, dropout), Attention(out_ch, heads) if attn else None)
+
+    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+        """A new dropout mask in every residual block (shared by the step's forwards and JVP)."""
+        for module in self.modules():
+            if isinstance(module, SharedDropout):
+                module.resample_noise_(generator)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         factor = 2 ** (self.n_levels - 1)

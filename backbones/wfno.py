@@ -9,17 +9,10 @@ from torch import Tensor, nn
 from ctcm.interfaces import Backbone
 
 from .dropout import SharedDropout
-from .spectral import SPECTRAL_IMPLEMENTATIONS
+from .layers import group_norm
+from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
 from .tangent_ops import gelu_pair, group_norm_pair, linear_pair, sequential_pair
 from .time_embedding import TimeEmbedding
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups of at least 4 channels: per-sample, safe under torch.func."""
-    groups = max(1, min(32, channels // 4))
-    while channels % groups:
-        groups -= 1
-    return nn.GroupNorm(groups, channels)
 
 
 class WeightedFourierBlock(nn.Module):
@@ -105,6 +98,13 @@ class WFNO2d(Backbone):
         for block in self.blocks:
             h = block(h, emb)
         return self.project(h)
+
+    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+        """New dropout and spectral weight-drop masks in every block (neuraloperator's layer has no weight-drop)."""
+        for block in self.blocks:
+            block.dropout.resample_noise_(generator)
+            if isinstance(block.spectral, SpectralConv2d):
+                block.spectral.resample_noise_(generator)
 
     def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor) -> tuple[Tensor, Tensor]:
         """(F(x, c), dF along (dx, dc)) by hand-written forward mode (Eq. 20): each linear layer runs once

@@ -10,7 +10,8 @@ batch (x_t, t, dx_t/dt) drawn from the preset's schedule, measured side by side:
 * ``finite_difference``: the two-forward alternative (f(x + h v, t + h) - f(x - h v, t - h)) / 2h;
 * ``step_consistency`` / ``step_consistency_tangent``: one optimiser step (zero_grad, loss, backward,
   Adam) with ``consistency`` alone and with ``consistency + 0.1 tangent`` (one shared forward);
-* ``sample_onestep``: ``model.sample(B, steps=1)``.
+* ``sample_onestep``: ``ctcm.sample(model, noise, [t_max])`` on noise drawn once (the network's cost; the
+  per-image seed rule of ``model.sample`` adds its CPU draws, about 0.1 ms per image).
 
 Ratios are to ``forward`` (or to the consistency-only step); throughput is B / median time.
 """
@@ -105,7 +106,9 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
     step_fns = _try({k: step(o) for k, o in objectives.items()}, errors)
     times.update(measure(step_fns, device=device, warmup=settings.warmup, repeats=settings.model_repeats,
                          clock=settings.clock))
-    sample_fns = _try({"sample_onestep": nograd(lambda: model.sample(b, steps=1, device=device))}, errors)
+    noise = torch.randn_like(x0)
+    one_step = ctcm.default_times(sched, 1)
+    sample_fns = _try({"sample_onestep": nograd(lambda: ctcm.sample(model, noise, one_step))}, errors)
     times.update(measure(sample_fns, device=device, warmup=settings.warmup, repeats=settings.model_repeats,
                          clock=settings.clock))
 

@@ -2,7 +2,7 @@
 
     import ctcm
     model = ctcm.build("wfno-cifar")
-    x = model.sample(16, steps=1)
+    x = model.sample(16, steps=1, seed=0)
 
 Reference backbones and objectives are plugins (entry points), loaded on first use.
 """
@@ -29,7 +29,7 @@ from .registry import (
     register_recipe,
     register_schedule,
 )
-from .samplers import sample, sample_onestep, sample_twostep
+from .sampling import default_times, sample, sample_all, sample_batches, to_uint8
 from . import schedules as _builtin_schedules  # noqa: F401  (registers "geometric" and "trigflow")
 from .time_distributions import Gap, TimeDistribution
 from .registry import register_gap, register_time_distribution
@@ -38,9 +38,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backbone", "CheckpointError", "ComplexSafeModule", "ComponentConfig", "ConfigError", "ConsistencyModel",
-    "EMA", "Gap", "LossOutput", "TimeDistribution", "register_gap", "register_time_distribution", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
+    "EMA", "Gap", "LossOutput", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
+    "TimeDistribution", "register_gap", "register_time_distribution",
     "RegistryError", "WeightedSum", "build", "build_objective", "create_backbone", "create_objective",
     "create_schedule", "list_backbones", "list_models", "list_objectives", "list_schedules", "load_checkpoint",
     "get_recipe", "read_checkpoint", "register_backbone", "register_objective", "register_recipe", "Recipe",
-    "register_schedule", "sample", "sample_onestep", "sample_twostep", "save_checkpoint", "total_derivative",
+    "register_schedule", "sample", "sample_all", "sample_batches", "save_checkpoint", "to_uint8", "default_times",
+    "total_derivative",
 ]

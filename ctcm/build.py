@@ -5,10 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from torch import nn
-
 from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig, Recipe, merge
-from .interfaces import NoiseSchedule
+from .interfaces import Backbone, NoiseSchedule
 from .model import ConsistencyModel
 from .objective import Objective, WeightedSum
 from .registry import BACKBONES, OBJECTIVES, RECIPES, SCHEDULES, check_kwargs
@@ -51,8 +49,8 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
     if isinstance(bb, ComponentConfig):
         cfg.backbone = bb
         bb = _create_backbone(bb, cfg.channels)
-    elif not isinstance(bb, nn.Module):
-        raise TypeError(f"backbone must be a dict, a registered name or an nn.Module, got {type(bb).__name__}")
+    elif not isinstance(bb, Backbone):
+        raise TypeError(f"backbone must be a dict, a registered name or a ctcm.Backbone, got {type(bb).__name__}")
     if isinstance(sc, ComponentConfig):
         cfg.schedule = sc
         sc = SCHEDULES.create(sc.name, **sc.kwargs)
@@ -62,7 +60,7 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
                             config=cfg if rebuildable else None)
 
 
-def _create_backbone(part: ComponentConfig, channels: int) -> nn.Module:
+def _create_backbone(part: ComponentConfig, channels: int) -> Backbone:
     clash = {"in_channels", "out_channels"} & set(part.kwargs)
     if clash:
         raise ConfigError(f"backbone argument(s) {sorted(clash)} come from the model's 'channels'; remove them")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, from_dict, to_dict
-from .objective import unwrap
+from .runtime import unwrap
 
 FORMAT = "ctcm-checkpoint/1"
 

@@ -6,6 +6,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
+    "train": ("ctcm.engine.cli", "train a model from a YAML config (the recipe scripts call the same function)"),
     "sample": ("ctcm.sampling_cli", "write N images from a checkpoint (PNG files and/or .npz)"),
     "fid": ("ctcm.metrics.cli", "FID/KID of generated images against reference statistics"),
     "fid-stats": ("ctcm.metrics.cli", "build reference Inception statistics from a dataset"),

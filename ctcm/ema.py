@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .objective import unwrap
+from .runtime import unwrap
 
 
 def decay_from_half_life(half_life_images: float, batch_size: int) -> float:
@@ -31,7 +31,7 @@ class EMA:
         if (decay is None) == (half_life_images is None):
             raise ValueError("give exactly one of decay or half_life_images (with batch_size)")
         if decay is None:
-            if batch_size is None:
+            if batch_size is None or half_life_images is None:
                 raise ValueError("half_life_images needs batch_size")
             decay = decay_from_half_life(half_life_images, batch_size)
         if not 0.0 <= decay < 1.0:

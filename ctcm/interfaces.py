@@ -9,10 +9,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Self, override  # typing's own from Python 3.11 / 3.12
 
 
 class ComplexSafeModule(nn.Module):
@@ -25,7 +27,8 @@ class ComplexSafeModule(nn.Module):
     protects every complex parameter below it (including those of third-party layers).
     """
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "ComplexSafeModule":
+    @override
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Self:
         def complex_safe(t: Tensor) -> Tensor:
             if t.is_complex():
                 out = fn(torch.view_as_real(t))
@@ -36,11 +39,16 @@ class ComplexSafeModule(nn.Module):
 
 
 class Backbone(ComplexSafeModule, abc.ABC):
-    """A network F(x, c_noise) used inside :class:`ctcm.ConsistencyModel` (Eq. 3).
+    """The contract of a network F(x, c_noise, **cond) used inside :class:`ctcm.ConsistencyModel` (Eq. 3).
 
     Subclasses set ``in_channels``, ``out_channels`` and ``resolution_agnostic`` and implement
-    :meth:`forward`. Any ``nn.Module`` with those three attributes and the same ``forward`` signature
-    is accepted too; this base class only adds dtype-safe casts.
+    :meth:`forward`. Two hooks have defaults that a subclass may override:
+
+    * :meth:`forward_and_tangent`: (F, dF) along a direction (Eq. 20); default ``torch.func.jvp``.
+    * :meth:`resample_noise_`: draw new per-step randomness (weight-drop masks); default no randomness.
+
+    ``**cond`` holds per-sample conditioning (e.g. class labels ``y`` of shape (B,)); a backbone that
+    takes none refuses unknown keys by its signature.
     """
 
     in_channels: int
@@ -48,9 +56,21 @@ class Backbone(ComplexSafeModule, abc.ABC):
     resolution_agnostic: bool = False
 
     @abc.abstractmethod
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        """Args: x (B, C_in, H, W); c_noise (B,), one conditioning value per sample.
+    def forward(self, x: Tensor, c_noise: Tensor, **cond: Any) -> Tensor:
+        """Args: x (B, C_in, H, W); c_noise (B,), one conditioning value per sample; cond: tensors (B, ...).
         Returns: (B, C_out, H, W)."""
+
+    def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
+                            **cond: Any) -> tuple[Tensor, Tensor]:
+        """(F(x, c), dF = J_x F dx + d_c F dc) at fixed ``cond``: one ``torch.func.jvp``. All (B, C_out, H, W)."""
+        f, df = torch.func.jvp(lambda u, c: self(u, c, **cond), (x, c_noise), (dx, dc_noise))[:2]
+        return f, df
+
+    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+        """Draw new per-step randomness (called once per training step, before any forward); default none.
+
+        Every forward of one step (the differentiable one, the no-grad target, the JVP) then sees the same
+        randomness, as consistency training requires (ECT shares dropout masks across the two branches)."""
 
 
 REQUIRED_BACKBONE_ATTRIBUTES = ("in_channels", "out_channels", "resolution_agnostic")
@@ -58,13 +78,14 @@ REQUIRED_BACKBONE_ATTRIBUTES = ("in_channels", "out_channels", "resolution_agnos
 
 def check_backbone(backbone: Any) -> None:
     """Raise a TypeError naming what is missing when ``backbone`` does not fulfil the contract."""
-    if not isinstance(backbone, nn.Module):
-        raise TypeError(f"a backbone must be an nn.Module, got {type(backbone).__name__}")
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"a backbone must subclass ctcm.Backbone (it supplies forward_and_tangent and "
+                        f"resample_noise_), got {type(backbone).__name__}")
     missing = [a for a in REQUIRED_BACKBONE_ATTRIBUTES if not hasattr(backbone, a)]
     if missing:
         raise TypeError(
-            f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__ "
-            f"(or subclass ctcm.Backbone). Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
+            f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__. "
+            f"Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
         )
 
 
@@ -74,7 +95,8 @@ class NoiseSchedule(abc.ABC):
     A schedule also owns the consistency parameterisation's coefficients (Eq. 3), chosen so that
     c_skip(t_min) = 1 and c_out(t_min) = 0 exactly (the boundary condition f(x, t_min) = x), the
     conditioning input c_noise(t) with a bounded time derivative and the prior at t_max. The training-time
-    distribution over t belongs to the objective (:mod:`ctcm.time_distributions`), not to the schedule. All methods take and return tensors of the dtype/device of ``t``.
+    distribution over t belongs to the objective (:mod:`ctcm.time_distributions`), not to the schedule.
+    All methods take and return tensors of the dtype/device of ``t``.
     """
 
     t_min: float

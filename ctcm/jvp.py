@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -31,4 +31,5 @@ def total_derivative(fn: Callable[[Tensor, Tensor], Tensor], x_t: Tensor, t: Ten
         )
     if dx_dt.shape != x_t.shape:
         raise ValueError(f"dx_dt has shape {tuple(dx_dt.shape)} but x_t has {tuple(x_t.shape)}")
-    return torch.func.jvp(fn, (x_t, t), (dx_dt, torch.ones_like(t)))
+    f, df_dt = torch.func.jvp(fn, (x_t, t), (dx_dt, torch.ones_like(t)))[:2]
+    return f, df_dt

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .config import ModelConfig
-from .interfaces import ComplexSafeModule, NoiseSchedule, check_backbone, expand_like
-from .samplers import default_times, sample
+from .interfaces import Backbone, ComplexSafeModule, NoiseSchedule, check_backbone, expand_like
+from .sampling import sample_all
 
 
 @dataclass
@@ -37,14 +39,16 @@ class ConsistencyModel(ComplexSafeModule):
     """Wraps a backbone F and a schedule into a consistency function with f(x, t_min) = x exactly.
 
     Args:
-        backbone: any module F(x, c_noise) -> same shape (see :class:`ctcm.Backbone`).
+        backbone: a :class:`ctcm.Backbone` F(x, c_noise, **cond) -> same shape.
         schedule: a :class:`ctcm.NoiseSchedule`; it supplies c_skip, c_out, c_in and c_noise.
         channels, resolution: the data shape (C, resolution, resolution) used by :meth:`sample`.
         config: the :class:`ModelConfig` that rebuilds this model (kept by checkpoints); ``None`` for a
             model assembled from instances, which then cannot be rebuilt by :func:`ctcm.load_checkpoint`.
     """
 
-    def __init__(self, backbone: nn.Module, schedule: NoiseSchedule, *, channels: int = 3,
+    backbone: Backbone
+
+    def __init__(self, backbone: Backbone, schedule: NoiseSchedule, *, channels: int = 3,
                  resolution: int = 32, config: ModelConfig | None = None) -> None:
         super().__init__()
         check_backbone(backbone)
@@ -76,41 +80,41 @@ class ConsistencyModel(ComplexSafeModule):
         return t
 
     # -- the consistency function -----------------------------------------------------------------------------
-    def raw(self, x: Tensor, t: Tensor) -> Tensor:
-        """F_theta(c_in(t) x, c_noise(t)): the backbone's output before the skip mix."""
+    def raw(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        """F_theta(c_in(t) x, c_noise(t), **cond): the backbone's output before the skip mix."""
         _, _, c_in = self.schedule.coefficients(t)
-        return self.backbone(expand_like(c_in, x) * x, self.schedule.c_noise(t))
+        return self.backbone(expand_like(c_in, x) * x, self.schedule.c_noise(t), **cond)
 
-    def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """f_theta(x_t, t) (Eq. 3). x (B, C, H, W); t (B,) or scalar. Returns (B, C, H, W), or the pair
-        (f, F) with the backbone's output F when ``return_raw`` (objectives written in F, such as sCM's)."""
+    def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False,
+                **cond: Any) -> Tensor | tuple[Tensor, Tensor]:
+        """f_theta(x_t, t; cond) (Eq. 3). x (B, C, H, W); t (B,) or scalar; cond: tensors (B, ...) for the
+        backbone (e.g. class labels ``y``). Returns (B, C, H, W), or the pair (f, F) with the backbone's
+        output F when ``return_raw`` (objectives written in F, such as sCM's)."""
         t = self._check_inputs(x, t)
         c_skip, c_out, _ = self.schedule.coefficients(t)
-        raw = self.raw(x, t)
+        raw = self.raw(x, t, **cond)
         f = expand_like(c_skip, x) * x + expand_like(c_out, x) * raw
         return (f, raw) if return_raw else f
 
-    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor) -> "TimeDerivative":
-        """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11).
+    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+        """Draw the backbone's per-step randomness (see :meth:`ctcm.Backbone.resample_noise_`)."""
+        self.backbone.resample_noise_(generator)
 
-        A backbone may provide ``forward_and_tangent(x, dx, c_noise, dc_noise) -> (F, dF)``, its own
-        forward mode (faster than ``torch.func.jvp``; Eq. 20); otherwise ``torch.func.jvp`` is used.
-        Returns a :class:`TimeDerivative`; ``.df_dt()`` is the exact total derivative, equal to
-        :func:`ctcm.total_derivative` of :meth:`forward`.
+    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, **cond: Any) -> TimeDerivative:
+        """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11), at fixed ``cond``.
+
+        The backbone's :meth:`ctcm.Backbone.forward_and_tangent` gives (F, dF) along d/dt (c_in x, c_noise)
+        (its own forward mode, Eq. 20, or ``torch.func.jvp`` by default). Returns a :class:`TimeDerivative`;
+        ``.df_dt()`` is the exact total derivative, equal to :func:`ctcm.total_derivative` of :meth:`forward`.
         """
         t = self._check_inputs(x, t)
         ones = torch.ones_like(t)
-        tangent_rule = getattr(self.backbone, "forward_and_tangent", None)
-        if tangent_rule is None:
-            raw, d_raw = torch.func.jvp(self.raw, (x, t), (dx_dt, ones))
-        else:  # the backbone's own forward mode, along d/dt (c_in x, c_noise)
-            (c_in, c_noise), (d_in, d_noise) = torch.func.jvp(
-                lambda s: (self.schedule.coefficients(s)[2], self.schedule.c_noise(s)), (t,), (ones,))
-            u, du = expand_like(c_in, x) * x, expand_like(d_in, x) * x + expand_like(c_in, x) * dx_dt
-            raw, d_raw = tangent_rule(u, du, c_noise, d_noise)
+        (c_in, c_noise), (d_in, d_noise) = torch.func.jvp(
+            lambda s: (self.schedule.coefficients(s)[2], self.schedule.c_noise(s)), (t,), (ones,))[:2]
+        u, du = expand_like(c_in, x) * x, expand_like(d_in, x) * x + expand_like(c_in, x) * dx_dt
+        raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)
         (c_skip, c_out), (d_skip, d_out) = torch.func.jvp(
-            lambda s: self.schedule.coefficients(s)[:2], (t,), (ones,)
-        )
+            lambda s: self.schedule.coefficients(s)[:2], (t,), (ones,))[:2]
         e = lambda c: expand_like(c, x)  # noqa: E731
         return TimeDerivative(
             f=e(c_skip) * x + e(c_out) * raw, raw=raw, d_raw=d_raw,
@@ -118,17 +122,15 @@ class ConsistencyModel(ComplexSafeModule):
         )
 
     # -- sampling ---------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, n: int, *, steps: int = 1, t_mid: float | None = None, times: list[float] | None = None,
-               generator: torch.Generator | None = None, device: torch.device | str | None = None,
-               clip: bool = True) -> Tensor:
-        """n images (n, C, R, R) in [-1, 1] from one (``steps=1``), two (``steps=2``, intermediate time
-        ``t_mid``, default the schedule's) or ``len(times)`` network evaluations."""
-        times = default_times(self.schedule, steps, t_mid) if times is None else times
-        param = next(self.parameters(), None)
-        device = device if device is not None else (param.device if param is not None else "cpu")
-        dtype = param.dtype if param is not None else torch.float32
-        shape = (n, self.channels, self.resolution, self.resolution)
-        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        x = sample(self, noise, times, generator=generator)
-        return x.clamp(-1, 1) if clip else x
+    def sample(self, n: int, *, steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
+               seed: int | None = None, cond: dict[str, Tensor] | None = None, clip: bool = True) -> Tensor:
+        """Images 0..n-1 of run ``seed`` (n, C, R, R), in [-1, 1] when ``clip``: a convenience over
+        :func:`ctcm.sampling.sample_all` (the same images as ``ctcm sample --seed SEED``).
+
+        One (``steps=1``), two (``steps=2``, intermediate time ``t_mid``) or ``len(times)`` network
+        evaluations. ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...).
+        """
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()))
+        return sample_all(self, n, seed=seed, steps=steps, t_mid=t_mid, times=times, batch_size=n, cond=cond,
+                          clip=clip)

@@ -13,12 +13,16 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from .runtime import unwrap
 from .time_distributions import TimeDistribution, make_time_distribution
+
+if TYPE_CHECKING:
+    from .model import ConsistencyModel
 
 
 @dataclass
@@ -27,26 +31,6 @@ class LossOutput:
 
     loss: Tensor
     logs: dict[str, float] = field(default_factory=dict)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / compiled wrapper."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
-def resample_shared_noise(model: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Draw new per-step randomness (e.g. spectral weight-drop masks) in every submodule that has any.
-
-    Modules opt in by defining ``resample_noise_(generator)``. Within one step every forward (the
-    differentiable one, the no-grad target, the JVP) then sees the same mask, as consistency training
-    requires (ECT shares dropout masks across the two branches).
-    """
-    for module in model.modules():
-        hook = getattr(module, "resample_noise_", None)
-        if callable(hook):
-            hook(generator)
 
 
 class ObjectiveContext:
@@ -58,14 +42,17 @@ class ObjectiveContext:
         step: the optimiser step (for warm-ups and curricula).
         generator: optional generator for every random draw (reproducible losses).
         time_distribution: draws t (the objective's; default ``lognormal``).
+        cond: conditioning passed to every model call, tensors (B, ...) (this rank's slice, like ``x0``).
         rank, world_size: with a generator in the same state on every rank, each draw is made for the
             global batch and this rank keeps its slice, so W ranks see exactly the draws of one process.
     """
 
     def __init__(self, model: nn.Module, x0: Tensor, step: int = 0, generator: torch.Generator | None = None,
-                 *, time_distribution: TimeDistribution | None = None, rank: int = 0, world_size: int = 1) -> None:
+                 *, time_distribution: TimeDistribution | None = None, rank: int = 0, world_size: int = 1,
+                 cond: dict[str, Tensor] | None = None) -> None:
         self.model, self.x0, self.step, self.generator = model, x0, int(step), generator
         self.time_distribution = time_distribution or make_time_distribution(None)
+        self.cond: dict[str, Tensor] = dict(cond or {})
         self.rank, self.world_size = int(rank), int(world_size)
 
     def _shard(self, draws: Tensor) -> Tensor:
@@ -117,7 +104,7 @@ class ObjectiveContext:
 
     @cached_property
     def _outputs(self) -> tuple[Tensor, Tensor]:
-        return self.model(self.x_t, self.t, return_raw=True)
+        return self.model(self.x_t, self.t, return_raw=True, **self.cond)
 
     @property
     def f(self) -> Tensor:
@@ -154,19 +141,25 @@ class Objective(abc.ABC):
         """The loss for one batch, using (and sharing) what ``ctx`` provides."""
 
     def __call__(self, model: nn.Module, x0: Tensor, step: int = 0, *, generator: torch.Generator | None = None,
-                 rank: int = 0, world_size: int = 1) -> LossOutput:
-        """Evaluate on a batch x0 (B, C, H, W): draw per-step randomness, then compute every term.
+                 rank: int = 0, world_size: int = 1, cond: dict[str, Tensor] | None = None) -> LossOutput:
+        """Evaluate on a batch x0 (B, C, H, W) with conditioning ``cond`` (tensors (B, ...)): draw per-step
+        randomness (:meth:`ctcm.Backbone.resample_noise_`), then compute every term.
 
         The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
-        if unwrap(model).training:
-            resample_shared_noise(unwrap(model), generator)
+        net = cast("ConsistencyModel", unwrap(model))
+        if net.training:
+            net.resample_noise_(generator)
         total = WeightedSum(self.terms())
         ctx = ObjectiveContext(model, x0, step, generator, time_distribution=total.time_distribution(),
-                               rank=rank, world_size=world_size)
+                               rank=rank, world_size=world_size, cond=cond)
         return total.compute(ctx)
 
     def terms(self) -> list[tuple[float, "Objective"]]:
         return [(1.0, self)]
+
+    def labels(self) -> list[str]:
+        """The log key of each term's loss, in order (see :class:`WeightedSum`)."""
+        return WeightedSum(self.terms()).labels()
 
     def __add__(self, other: "Objective") -> "WeightedSum":
         if not isinstance(other, Objective):

@@ -33,7 +33,7 @@ CIFAR_TRAINING: dict[str, Any] = {
     "steps": 200_000,
 }
 
-WFNO_CIFAR = {"width": 128, "n_layers": 6, "modes": 16}
+WFNO_CIFAR: dict[str, Any] = {"width": 128, "n_layers": 6, "modes": 16}
 
 
 def wfno_cifar() -> Recipe:
@@ -43,7 +43,7 @@ def wfno_cifar() -> Recipe:
 
 def wfno_cifar_trigflow() -> Recipe:
     """As ``wfno-cifar`` on the TrigFlow schedule, trained with sCM's loss (Algorithm 1, adaptive weighting)."""
-    return Recipe(cifar_model("wfno", "trigflow", **WFNO_CIFAR), [ObjectiveTermConfig("scm", 1.0)],
+    return Recipe(cifar_model("wfno", schedule="trigflow", **WFNO_CIFAR), [ObjectiveTermConfig("scm", 1.0)],
                   dict(CIFAR_TRAINING))
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import types
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -130,7 +131,7 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **kwargs: Any) -> Any:
         """Call the object bound to ``name`` with ``kwargs``, rejecting unknown keyword arguments."""
-        factory = self.get(name)
+        factory: Any = self.get(name)
         check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
         return factory(**kwargs)
 

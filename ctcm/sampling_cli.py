@@ -3,9 +3,9 @@
     ctcm sample --ckpt runs/cifar/checkpoints/latest.pt --num-samples 50000 --npz samples.npz
     torchrun --nproc_per_node 8 examples/cifar10/sample.py --ckpt ... --num-samples 50000 --out samples/ --steps 2
 
-Image i is a function of (seed, i // batch_size, steps) only: the same ``--seed`` and ``--batch-size`` give
-the same images on any number of ranks. Under ``torchrun`` batch k is drawn by rank k mod W; rank 0 joins
-the parts into the ``.npz``.
+Image i is a function of (seed, i, steps) only (:mod:`ctcm.sampling`): the same ``--seed`` gives the same
+images for any ``--batch-size`` and number of ranks, and the same images as in-training FID with that seed.
+Under ``torchrun`` batch k is drawn by rank k mod W; rank 0 joins the parts into the ``.npz``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from PIL import Image
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .engine.distributed import barrier, cleanup, init_distributed, pick_device
-from .engine.generate import sample_batches
-from .engine.logging import to_uint8
+from .sampling import sample_batches, to_uint8
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,8 +57,8 @@ def main_sample(argv: list[str] | None = None) -> int:
     if args.out is None and args.npz is None:
         print("error: give --out DIR (PNG files) and/or --npz FILE", file=sys.stderr)
         return 2
-    if args.num_samples < 1 or args.batch_size < 1:
-        print("error: --num-samples and --batch-size must be positive", file=sys.stderr)
+    if args.num_samples < 1 or args.batch_size < 1 or args.seed < 0:
+        print("error: --num-samples and --batch-size must be positive, --seed non-negative", file=sys.stderr)
         return 2
     info = init_distributed(args.device)
     try:
@@ -76,7 +75,7 @@ def main_sample(argv: list[str] | None = None) -> int:
         if parts_dir is not None:
             parts_dir.mkdir(parents=True, exist_ok=True)
         batches = sample_batches(model, args.num_samples, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                 device=device, rank=info.rank, world_size=info.world_size)
+                                 rank=info.rank, world_size=info.world_size)
         if info.is_main and not args.no_progress:
             from tqdm.auto import tqdm
             n_batches = -(-args.num_samples // args.batch_size)
@@ -86,7 +85,8 @@ def main_sample(argv: list[str] | None = None) -> int:
             images = to_uint8(x)
             if folder is not None:
                 for j, img in enumerate(images):
-                    Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(folder / f"{start + j:06d}.png")
+                    png = img.squeeze(-1) if img.shape[-1] == 1 else img
+                    Image.fromarray(png).save(folder / f"{start + j:06d}.png")
             if parts_dir is not None:
                 starts.append(start)
                 chunks.append(images)

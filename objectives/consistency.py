@@ -60,7 +60,7 @@ class ConsistencyObjective(Objective):
         t_prev = self.target_times(ctx)
         x_prev, _ = ctx.schedule.noisy(ctx.x0, ctx.noise, t_prev)
         with torch.no_grad():
-            target = ctx.net(x_prev, t_prev)
+            target = ctx.net(x_prev, t_prev, **ctx.cond)
         dist = per_sample_distance(ctx.f, target, self.distance, self.huber_c)
         loss = (self.weight(ctx, t_prev) * dist).mean()
         denoising = float((t_prev == ctx.schedule.t_min).float().mean())

@@ -85,7 +85,7 @@ class SCMObjective(Objective):
                              f"build it with schedule='trigflow' (e.g. the wfno-cifar-trigflow recipe)")
         sd, x_t, t = schedule.sigma_data, ctx.x_t, ctx.t
         with torch.no_grad():
-            d = ctx.net.time_derivative(x_t, t, ctx.dx_dt)
+            d = ctx.net.time_derivative(x_t, t, ctx.dx_dt, **ctx.cond)
         cos, sin = expand_like(torch.cos(t), x_t), expand_like(torch.sin(t), x_t)
         r = tangent_warmup(ctx.step, self.warmup_steps)
         g = -cos**2 * (sd * d.raw - ctx.dx_dt) - r * cos * sin * (x_t + sd * d.d_raw)

@@ -49,7 +49,8 @@ class TangentObjective(Objective):
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         with torch.no_grad():
-            g = ctx.net.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt).df_dt(tangent_warmup(ctx.step, self.warmup_steps))
+            d = ctx.net.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt, **ctx.cond)
+            g = d.df_dt(tangent_warmup(ctx.step, self.warmup_steps))
         g_norm = g.flatten(1).norm(dim=1)
         if self.normalize:
             g = g / expand_like(g_norm + self.norm_c, g)

@@ -1,14 +1,55 @@
-"""Shared fixtures: tiny models that run in milliseconds on CPU."""
+"""Shared fixtures: tiny models that run in milliseconds on CPU, and ``stub``, a backbone for core tests."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
+from torch import Tensor, nn
 
 import ctcm
 
 TINY_WFNO = {"width": 8, "n_layers": 2, "modes": 4, "emb_dim": 16, "n_freqs": 4}
 SCHEDULES = ["geometric", "trigflow"]
+
+needs_neuralop = pytest.mark.skipif(importlib.util.find_spec("neuralop") is None,
+                                    reason="needs the optional extra: pip install 'ctcm[neuralop]'")
+
+
+@ctcm.register_backbone("stub")
+class StubBackbone(ctcm.Backbone):
+    """F(x, c; y) = tanh(a x + w c + b + E[y]), per channel: elementwise per sample (so the same image for any
+    batch size, bit for bit), resolution-agnostic, optionally class-conditional (``n_classes`` > 0).
+    Shapes: x (B, C, H, W), c_noise (B,), y (B,) int -> (B, C, H, W)."""
+
+    resolution_agnostic = True
+
+    def __init__(self, in_channels: int = 3, out_channels: int | None = None, n_classes: int = 0) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels or in_channels
+        if self.out_channels != in_channels:
+            raise ValueError("the stub backbone maps C channels to C channels")
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, in_channels))
+        self.time = nn.Parameter(torch.linspace(-0.3, 0.3, in_channels))
+        self.bias = nn.Parameter(torch.zeros(in_channels))
+        self.labels = nn.Embedding(n_classes, in_channels) if n_classes else None
+
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
+        per_sample = c_noise[:, None] * self.time + self.bias  # (B, C)
+        if y is not None:
+            if self.labels is None:
+                raise ValueError("class labels y given to an unconditional stub backbone (n_classes=0)")
+            per_sample = per_sample + self.labels(y)
+        return torch.tanh(x * self.scale[:, None, None] + per_sample[:, :, None, None])
+
+
+def stub_model(schedule: str = "geometric", dtype: torch.dtype = torch.float64, resolution: int = 8,
+               **backbone) -> ctcm.ConsistencyModel:
+    """A 3x``resolution``^2 consistency model with the stub backbone, seeded, in ``dtype``."""
+    torch.manual_seed(0)
+    model = ctcm.build("wfno-cifar", backbone={"name": "stub", **backbone}, schedule=schedule, resolution=resolution)
+    return model.to(dtype)
 
 
 def tiny_model(schedule: str = "geometric", dtype: torch.dtype = torch.float64, resolution: int = 8,

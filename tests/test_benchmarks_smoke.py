@@ -14,10 +14,13 @@ import torch  # noqa: E402
 from benchmarks import run  # noqa: E402
 from benchmarks.report import markdown, targets  # noqa: E402
 
+from conftest import needs_neuralop
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@needs_neuralop
 def test_smoke_run_writes_results(tmp_path) -> None:
     results = run("smoke", device="cpu", out_dir=tmp_path, tag="smoke", log=lambda s: None)
     for ext in ("json", "md", "png"):

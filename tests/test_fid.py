@@ -16,12 +16,15 @@ import torch
 from PIL import Image
 from torch import nn
 
+import ctcm
 from ctcm.data import DataError
 from ctcm.metrics import (WEIGHTS_SHA1, FeatureNetworkError, FIDEvaluator, InceptionFeatures, Statistics,
                           compute_statistics, fid, find_weights, frechet_distance, is_statistics_file, kid,
-                          kid_from_features, load_or_compute_statistics, preprocess, statistics_from_features,
-                          to_uint8)
+                          kid_from_features, load_or_compute_statistics, preprocess, statistics_from_features)
 from ctcm.metrics import network as network_module
+from ctcm.sampling import to_uint8
+
+from conftest import StubBackbone
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
@@ -217,22 +220,15 @@ def test_strided_shards_cover_every_batch_once(tmp_path):
 
 
 # -- FIDEvaluator --------------------------------------------------------------------------------------------------
-class TinyModel(nn.Module):
-    """A stand-in for ConsistencyModel: sample() maps seeded noise to images in [-1, 1]."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(0.5))
-
-    @torch.no_grad()
-    def sample(self, n, *, steps=1, generator=None):
-        noise = torch.randn(n, 3, 32, 32, generator=generator)
-        return (self.scale * noise / steps).clamp(-1, 1)
+def stub_sampler() -> ctcm.ConsistencyModel:
+    """A 3x32x32 consistency model on the stub backbone: cheap, seeded samples in [-1, 1]."""
+    torch.manual_seed(0)
+    return ctcm.ConsistencyModel(StubBackbone(), ctcm.create_schedule("geometric"), resolution=32)
 
 
 def test_to_uint8_matches_png_quantisation():
     x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 1.5])
-    assert to_uint8(x).tolist() == [0, 0, 128, 191, 255, 255]
+    assert to_uint8(x.reshape(1, 1, 1, 6)).ravel().tolist() == [0, 0, 128, 191, 255, 255]
 
 
 def test_fid_evaluator_is_seeded_and_restores_train_mode(tmp_path):
@@ -240,7 +236,7 @@ def test_fid_evaluator_is_seeded_and_restores_train_mode(tmp_path):
     net = StubNetwork()
     ev = FIDEvaluator(str(npz), num_samples=10, batch_size=4, cache_dir=tmp_path / "c", network=net,
                       progress=False)
-    model = TinyModel().train()
+    model = stub_sampler().train()
     a, b = ev.evaluate(model, steps=1, seed=0), ev.evaluate(model, steps=1, seed=0)
     c = ev.evaluate(model, steps=1, seed=1)
     assert a == b and a != c and np.isfinite(a) and a > 0
@@ -385,7 +381,7 @@ def test_two_gloo_ranks_give_the_single_process_statistics(tmp_path):
     script.write_text(
         "import sys, numpy as np, torch.distributed as dist\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_fid import StubNetwork, TinyModel\n"
+        "from test_fid import StubNetwork, stub_sampler\n"
         "from ctcm.metrics import FIDEvaluator, compute_statistics\n"
         "dist.init_process_group('gloo')\n"
         "rank = dist.get_rank()\n"
@@ -397,7 +393,7 @@ def test_two_gloo_ranks_give_the_single_process_statistics(tmp_path):
         f"        ev = FIDEvaluator('embedded', 10, batch_size=4, cache_dir={str(tmp_path / 'c')!r}, ref_num=40,\n"
         "                          network=StubNetwork(), progress=False)\n"
         "    dist.barrier()\n"
-        "score = ev.evaluate(TinyModel(), steps=1, seed=3)\n"
+        "score = ev.evaluate(stub_sampler(), steps=1, seed=3)\n"
         f"np.save({str(tmp_path)!r} + f'/score{{rank}}.npy', np.array(score))\n"
         "dist.destroy_process_group()\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
@@ -406,7 +402,7 @@ def test_two_gloo_ranks_give_the_single_process_statistics(tmp_path):
     single = compute_statistics("embedded", num=50, batch_size=8, network=StubNetwork(), progress=False)
     ev = FIDEvaluator("embedded", 10, batch_size=4, cache_dir=tmp_path / "c1", ref_num=40, network=StubNetwork(),
                       progress=False)
-    score = ev.evaluate(TinyModel(), steps=1, seed=3)
+    score = ev.evaluate(stub_sampler(), steps=1, seed=3)
     for rank in (0, 1):
         np.testing.assert_array_equal(np.load(tmp_path / f"mu{rank}.npy"), single.mu)
         np.testing.assert_array_equal(np.load(tmp_path / f"sigma{rank}.npy"), single.sigma)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ctcm
-from conftest import tiny_model
+from conftest import stub_model
 
 
 def path_point(model, x0, eps, t):
@@ -17,7 +17,7 @@ def path_point(model, x0, eps, t):
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), u=st.floats(0.05, 0.95))
 def test_total_derivative_matches_central_differences(schedule_name, seed, u):
-    model = tiny_model(schedule_name)
+    model = stub_model(schedule_name)
     s = model.schedule
     g = torch.Generator().manual_seed(seed)
     x0 = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=g) * 2 - 1
@@ -37,7 +37,7 @@ def _along(model, x0, eps, t):
 
 
 def test_model_time_derivative_equals_total_derivative(schedule_name):
-    model = tiny_model(schedule_name)
+    model = stub_model(schedule_name)
     x0, eps = torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.randn(3, 3, 8, 8, dtype=torch.float64)
     t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64) * model.schedule.t_max
     x_t, v = path_point(model, x0, eps, t)
@@ -51,7 +51,7 @@ def test_model_time_derivative_equals_total_derivative(schedule_name):
 
 def test_warmup_scales_only_the_unstable_terms(schedule_name):
     """warmup = 0 leaves df/dt = c_skip dx/dt + c_out' F (Eq. 11)."""
-    model = tiny_model(schedule_name)
+    model = stub_model(schedule_name)
     x, v = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.randn(2, 3, 8, 8, dtype=torch.float64)
     t = torch.tensor([0.3, 0.6], dtype=torch.float64)
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_warmup_scales_only_the_unstable_terms(schedule_name):
 
 
 def test_jvp_shape_mismatch_is_explained():
-    model = tiny_model()
+    model = stub_model()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     try:
         ctcm.total_derivative(model, x, torch.zeros(2, dtype=torch.float64), x[:1])
@@ -78,7 +78,7 @@ def test_ddp_wrapper_is_refused_with_the_fix(tmp_path):
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
     try:
-        model = tiny_model()
+        model = stub_model()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
         try:

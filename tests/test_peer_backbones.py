@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 import ctcm
+
+from conftest import needs_neuralop
 
 SMALL = {
     "unet": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "emb_dim": 16},
@@ -34,6 +37,7 @@ def _n_params(model: nn.Module) -> int:
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
 
 
+@needs_neuralop
 def test_presets_registered_and_matched_to_wfno() -> None:
     with torch.device("meta"):  # shapes only: no 3 x 120 MB of initialised weights
         counts = {p: _n_params(ctcm.build(p)) for p in ("wfno-cifar", "unet-cifar", "fno-cifar")}
@@ -47,7 +51,7 @@ def test_presets_registered_and_matched_to_wfno() -> None:
         assert (recipe.model.channels, recipe.model.resolution) == (ref.model.channels, ref.model.resolution)
 
 
-@pytest.mark.parametrize("name", ["unet", "fno"])
+@pytest.mark.parametrize("name", ["unet", pytest.param("fno", marks=needs_neuralop)])
 @pytest.mark.parametrize("res", [32, 64])
 def test_shapes(name: str, res: int) -> None:
     net = _backbone(name)
@@ -55,7 +59,7 @@ def test_shapes(name: str, res: int) -> None:
     assert net(x, torch.rand(2, dtype=x.dtype)).shape == (2, 3, res, res)
 
 
-@pytest.mark.parametrize("name", ["unet", "fno"])
+@pytest.mark.parametrize("name", ["unet", pytest.param("fno", marks=needs_neuralop)])
 def test_per_sample_conditioning(name: str) -> None:
     net = _backbone(name)
     x = torch.randn(3, 3, 16, 16, dtype=DTYPE[name])
@@ -67,7 +71,7 @@ def test_per_sample_conditioning(name: str) -> None:
     torch.testing.assert_close(y[[0, 2]], y2[[0, 2]], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["unet", "fno"])
+@pytest.mark.parametrize("name", ["unet", pytest.param("fno", marks=needs_neuralop)])
 def test_jvp_matches_central_finite_difference(name: str) -> None:
     net = _backbone(name)
     dt = DTYPE[name]
@@ -81,7 +85,7 @@ def test_jvp_matches_central_finite_difference(name: str) -> None:
     torch.testing.assert_close(jvp, fd, **tol)
 
 
-@pytest.mark.parametrize("preset", ["unet-cifar", "fno-cifar"])
+@pytest.mark.parametrize("preset", ["unet-cifar", pytest.param("fno-cifar", marks=needs_neuralop)])
 def test_model_time_derivative_runs_on_preset_structure(preset: str) -> None:
     model = ctcm.build(preset, backbone=SMALL[preset.split("-")[0]], resolution=16)
     x = torch.randn(2, 3, 16, 16)
@@ -93,6 +97,7 @@ def test_model_time_derivative_runs_on_preset_structure(preset: str) -> None:
     assert torch.isfinite(df).all()
 
 
+@needs_neuralop
 def test_fno_refuses_float64_with_clear_error_and_keeps_complex_weights() -> None:
     net = _backbone("fno").double()
     weights = [p for p in net.parameters() if p.is_complex()]
@@ -101,6 +106,7 @@ def test_fno_refuses_float64_with_clear_error_and_keeps_complex_weights() -> Non
         net(torch.randn(1, 3, 16, 16, dtype=torch.float64), torch.rand(1, dtype=torch.float64))
 
 
+@needs_neuralop
 def test_fno_state_dict_loads_weights_only() -> None:
     net = _backbone("fno")
     buf = io.BytesIO()
@@ -118,3 +124,12 @@ def test_unet_rejects_indivisible_size() -> None:
     net = _backbone("unet")
     with pytest.raises(ValueError, match="divisible"):
         net(torch.randn(1, 3, 33, 33, dtype=torch.float64), torch.rand(1, dtype=torch.float64))
+
+
+def test_missing_neuralop_names_the_extra(monkeypatch) -> None:
+    for name in [m for m in list(sys.modules) if m.startswith("neuralop.")] + ["neuralop"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import of these modules now fails
+    with pytest.raises(ImportError, match=r"the 'fno' backbone needs neuraloperator.*pip install 'ctcm\[neuralop\]'"):
+        ctcm.create_backbone("fno", in_channels=3, out_channels=3, **SMALL["fno"])
+    with pytest.raises(ImportError, match=r"spectral_impl='neuralop' needs neuraloperator.*ctcm\[neuralop\]"):
+        ctcm.create_backbone("wfno", in_channels=3, width=8, n_layers=1, modes=4, spectral_impl="neuralop")

@@ -15,7 +15,7 @@ from PIL import Image
 
 import ctcm
 from ctcm.cli import main
-from ctcm.engine.generate import sample_all, sample_batches
+from ctcm.sampling import sample_all, sample_batches
 from ctcm.sampling_cli import main_sample
 
 SAMPLE_PY = Path(__file__).resolve().parents[1] / "examples" / "cifar10" / "sample.py"

@@ -109,7 +109,7 @@ def test_dropout_mask_is_shared_by_online_target_and_jvp(backbone):
     model.train()
     x, v = batch(), batch(seed=1)
     t = torch.tensor([0.2, 0.4, 0.6, 0.8], dtype=torch.float64) * model.schedule.t_max
-    ctcm.objective.resample_shared_noise(model, torch.Generator().manual_seed(0))
+    model.resample_noise_(torch.Generator().manual_seed(0))
     f1, f2 = model(x, t), model(x, t)
     torch.testing.assert_close(f1, f2, rtol=0, atol=0)  # one mask within a step
     d = model.time_derivative(x, t, v)
@@ -117,7 +117,7 @@ def test_dropout_mask_is_shared_by_online_target_and_jvp(backbone):
     with torch.no_grad():  # the hand-written / func JVP differentiates the same masked function
         ref = ctcm.total_derivative(model, x, t, v)[1]
     torch.testing.assert_close(d.df_dt(), ref)
-    ctcm.objective.resample_shared_noise(model, torch.Generator().manual_seed(1))
+    model.resample_noise_(torch.Generator().manual_seed(1))
     assert not torch.allclose(model(x, t), f1)  # a new step, a new mask
     model.eval()
     torch.testing.assert_close(model(x, t), model(x, t))

@@ -9,6 +9,8 @@ from torch import nn
 from ctcm import ComplexSafeModule
 from ctcm_backbones.spectral import NeuralopSpectralConv2d, SpectralConv2d, contract_modes, weight_from_neuralop
 
+from conftest import needs_neuralop
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,6 +24,7 @@ def _pair(c_in: int, c_out: int, modes) -> tuple[NeuralopSpectralConv2d, Spectra
     return theirs, ours
 
 
+@needs_neuralop
 @pytest.mark.parametrize("modes,res", [(6, 16), ((5, 8), 16), ((8, 6), 32), (16, 32)])
 def test_outputs_equal_neuralop_with_mapped_weights(modes, res) -> None:
     theirs, ours = _pair(6, 5, modes)
@@ -31,6 +34,7 @@ def test_outputs_equal_neuralop_with_mapped_weights(modes, res) -> None:
     torch.testing.assert_close(ours(x), ref, rtol=1e-5, atol=1e-6)
 
 
+@needs_neuralop
 def test_gradients_equal_neuralop() -> None:
     theirs, ours = _pair(4, 4, 6)
     x = torch.randn(2, 4, 16, 16, requires_grad=True)
@@ -54,6 +58,7 @@ def test_float64_works_for_ours() -> None:
     torch.testing.assert_close(y64.float(), y32, rtol=1e-4, atol=1e-5)
 
 
+@needs_neuralop
 def test_neuralop_adaptor_refuses_float64() -> None:
     theirs, _ = _pair(2, 2, 4)
     with pytest.raises(TypeError, match="complex64"):
@@ -66,6 +71,7 @@ class _Root(ComplexSafeModule):
         self.body = nn.Sequential(NeuralopSpectralConv2d(3, 3, 4))
 
 
+@needs_neuralop
 @pytest.mark.parametrize("cast", [lambda m: m.double(), lambda m: m.to(torch.float64)], ids=["double", "to"])
 def test_complex_safe_root_keeps_imaginary_part_of_neuralop_weight(cast) -> None:
     model = _Root()

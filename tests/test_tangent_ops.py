@@ -50,7 +50,7 @@ def test_unknown_layer_is_refused():
 def test_wfno_forward_and_tangent_equals_jvp(train):
     torch.manual_seed(0)
     net = ctcm.create_backbone("wfno", **TINY_WFNO, spectral_weight_drop=0.3).double().train(train)
-    ctcm.objective.resample_shared_noise(net, torch.Generator().manual_seed(1))
+    net.resample_noise_(torch.Generator().manual_seed(1))
     x, dx = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
     c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
     with torch.no_grad():

@@ -117,11 +117,7 @@ class FolderSource(ImageSource):
         return _decode(self.root / self.names[index], str(self.root / self.names[index]))
 
     def fingerprint(self) -> str:
-        h = hashlib.sha1()
-        for name in self.names:
-            st = (self.root / name).stat()
-            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
+        return _fingerprint_files(self.root, self.names)
 
 
 class ZipSource(ImageSource):
@@ -163,13 +159,21 @@ class ZipSource(ImageSource):
             return _decode(f, f"{self.path}:{name}")
 
     def fingerprint(self) -> str:
-        st = self.path.stat()
-        return f"{st.st_size}-{st.st_mtime_ns}"
+        return file_fingerprint(self.path)
 
 
-def _file_fingerprint(path: Path) -> str:
+def file_fingerprint(path: Path) -> str:
+    """``SIZE-MTIME_NS`` of a file: changes whenever the file is rewritten."""
     st = path.stat()
     return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def _fingerprint_files(root: Path, names: list[str]) -> str:
+    """sha1 over (name, :func:`file_fingerprint`) of the files ``names`` under ``root``."""
+    h = hashlib.sha1()
+    for name in names:
+        h.update(f"{name}\0{file_fingerprint(root / name)}\n".encode())
+    return h.hexdigest()
 
 
 def load_npz_images(path: Path) -> np.ndarray:
@@ -218,10 +222,8 @@ def _cifar10(root: str, split: str) -> ArraySource:
                 f"It needs network access once, or pass --data pointing at a local copy (an image folder, "
                 f".zip or .npz; e.g. 'cifar10:/path/to/root' holding cifar-10-batches-py/)") from exc
     batch_dir = root_path / CIFAR10.base_folder
-    h = hashlib.sha1()
-    for name in sorted(os.listdir(batch_dir)):
-        h.update(f"{name}\0{_file_fingerprint(batch_dir / name)}\n".encode())
-    return ArraySource(np.asarray(ds.data, dtype=np.uint8), f"cifar10 {root_path} [{split}]", h.hexdigest())
+    return ArraySource(np.asarray(ds.data, dtype=np.uint8), f"cifar10 {root_path} [{split}]",
+                       _fingerprint_files(batch_dir, sorted(os.listdir(batch_dir))))
 
 
 def default_cifar10_root() -> Path:
@@ -252,5 +254,5 @@ def open_source(source: str | os.PathLike, split: str = "train") -> ImageSource:
         return ZipSource(path.resolve(), split)
     if suffix == ".npz":
         path = path.resolve()
-        return ArraySource(load_npz_images(path), f"npz {path}", _file_fingerprint(path))
+        return ArraySource(load_npz_images(path), f"npz {path}", file_fingerprint(path))
     raise DataError(f"{path}: unsupported file type {suffix!r}; {_LAYOUT}")

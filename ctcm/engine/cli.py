@@ -1,6 +1,8 @@
-"""Command line of a training run (``examples/cifar10/train.py`` is a thin wrapper around :func:`main_train`).
+"""``ctcm train``: the command line of a training run (``examples/cifar10/train.py`` calls the same
+:func:`main_train`).
 
-    train.py --config CFG.yaml --out DIR [--steps N] [--data PATH] [--device DEV] [--resume [CKPT]] [key.sub=value ...]
+    ctcm train --config CFG.yaml --out DIR [--steps N] [--data PATH] [--device DEV] [--resume [CKPT]]
+               [key.sub=value ...]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .trainer import NonFiniteError, resolve_resume, train
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a continuous-time consistency model.",
+    p = argparse.ArgumentParser(prog="ctcm train", description="Train a continuous-time consistency model.",
                                 epilog="Extra arguments key.sub=value override config entries, e.g. "
                                        "optim.lr=1e-4 model.backbone.width=64 (unknown keys are errors).")
     p.add_argument("--config", help="YAML TrainConfig (with --resume and no --config: the run's stored config)")

@@ -20,7 +20,8 @@ from ..config import ConfigError, ModelConfig, ObjectiveTermConfig, apply_overri
 
 @dataclass
 class DataConfig:
-    """``source``: ``embedded``, an image folder, a .zip, a .npz or ``cifar10[:ROOT]`` (:func:`ctcm.data.build_dataset`).
+    """``source``: ``embedded``, an image folder, a .zip, a .npz or ``cifar10[:ROOT]``
+    (:func:`ctcm.data.build_dataset`).
 
     ``flip``: random horizontal flips, drawn by the engine from the data-order generator (so they are
     identical on resume and for any number of ranks). ``heldout``: the images the learning measure compares

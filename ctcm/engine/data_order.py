@@ -49,9 +49,9 @@ class StepBatchSampler(Sampler[list[tuple[int, bool]]]):
         step = self.start_step
         local = self.batch_size // self.world_size
         while True:
-            epoch, k = divmod(step, self.steps_per_epoch)
+            epoch, first = divmod(step, self.steps_per_epoch)
             perm, flips = epoch_order(self.n, self.seed, epoch, self.flip)
-            for k in range(k, self.steps_per_epoch):
+            for k in range(first, self.steps_per_epoch):
                 lo = k * self.batch_size + self.rank * local
                 yield [(int(perm[i]), bool(flips[i])) for i in range(lo, lo + local)]
             step = (epoch + 1) * self.steps_per_epoch

@@ -20,7 +20,6 @@ import torch
 import torch.distributed as dist
 
 
-
 @dataclass
 class DistInfo:
     """rank / world_size / local_rank of this process; ``enabled`` when a process group is up."""

@@ -16,6 +16,8 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..metrics.distances import frechet_distance
+
 POOL = 8
 
 
@@ -24,15 +26,10 @@ def pooled_features(x: Tensor, size: int = POOL) -> np.ndarray:
     return F.adaptive_avg_pool2d(x.float(), size).flatten(1).double().cpu().numpy()
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussian fits of feature sets a (N, D) and b (M, D)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    cross = np.linalg.eigvalsh(root_a @ s_b @ root_a)
-    value = ((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum()
-    return float(max(value, 0.0))
+def frechet_distance_of_features(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance (clipped at 0) between Gaussian fits (mean, covariance) of feature sets a (N, D), b (M, D)."""
+    fit = [(f.mean(0), np.cov(f, rowvar=False)) for f in (a, b)]
+    return max(frechet_distance(*fit[0], *fit[1]), 0.0)
 
 
 def channel_distance(x: Tensor, y: Tensor) -> float:
@@ -46,5 +43,5 @@ def channel_distance(x: Tensor, y: Tensor) -> float:
 
 def data_distance(samples: Tensor, reference: Tensor) -> dict[str, float]:
     """``{fd8, channel}`` of ``samples`` (B, C, H, W) against ``reference`` (M, C, H, W), both in [-1, 1]."""
-    return {"fd8": frechet_distance(pooled_features(samples), pooled_features(reference)),
+    return {"fd8": frechet_distance_of_features(pooled_features(samples), pooled_features(reference)),
             "channel": channel_distance(samples, reference)}

@@ -8,15 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8: round((x + 1) 127.5) clipped to [0, 255]."""
-    x = ((x.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+from ..sampling import to_uint8
 
 
 def save_grid(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
@@ -91,8 +86,18 @@ def read_csv(path: str | Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in rows[0]}
 
 
-def plot_losses(csv_path: str | Path, path: str | Path) -> Path | None:
-    """Loss curves (total and each term, log scale) against step, from ``train.csv``."""
+def loss_panels(columns: list[str], labels: list[str]) -> list[list[str]]:
+    """The columns of each loss panel: [``loss`` and the terms ``labels``], [the terms' ``label/key`` logs];
+    empty panels are dropped."""
+    panels = [[k for k in ["loss", *labels] if k in columns],
+              [k for k in columns if "/" in k and k.split("/", 1)[0] in labels]]
+    return [keys for keys in panels if keys]
+
+
+def plot_losses(csv_path: str | Path, path: str | Path, labels: list[str]) -> Path | None:
+    """Loss curves against step from ``train.csv``, log scale: the total ``loss`` and each term of
+    ``labels`` (an objective's :meth:`~ctcm.Objective.labels`) in one panel, the terms' extra logs
+    (columns ``label/key``) in a second panel when there are any."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -100,14 +105,18 @@ def plot_losses(csv_path: str | Path, path: str | Path) -> Path | None:
     cols = read_csv(csv_path) if Path(csv_path).is_file() else {}
     if "step" not in cols:
         return None
-    terms = [k for k in cols if k == "loss" or k in ("consistency", "tangent") or k.startswith(("consistency_", "tangent_"))]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for k in terms:
-        ys = np.asarray(cols[k])
-        if np.isfinite(ys).any() and (ys[np.isfinite(ys)] > 0).all():
-            ax.plot(cols["step"], ys, label=k)
-    ax.set_yscale("log")
-    return _save_plot(fig, ax, "loss", path)
+    panels = loss_panels(list(cols), labels)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 4 * len(panels)), squeeze=False)
+    for ax, keys in zip(axes[:, 0], panels):
+        for k in keys:
+            ys = np.asarray(cols[k])
+            if np.isfinite(ys).any() and (ys[np.isfinite(ys)] > 0).all():
+                ax.plot(cols["step"], ys, label=k)
+        ax.set_yscale("log")
+        _label(ax, "loss" if ax is axes[0, 0] else "term logs")
+    return _save(fig, path)
 
 
 def plot_fid(evals: list[dict[str, Any]], path: str | Path) -> Path | None:
@@ -123,17 +132,22 @@ def plot_fid(evals: list[dict[str, Any]], path: str | Path) -> Path | None:
     for k in keys:
         pts = [(e["step"], e[k]) for e in evals if k in e]
         ax.plot(*zip(*pts), marker="o", label=k)
-    return _save_plot(fig, ax, "FID", path)
+    _label(ax, "FID")
+    return _save(fig, path)
 
 
-def _save_plot(fig: Any, ax: Any, ylabel: str, path: str | Path) -> Path:
-    """Label a curve-vs-step plot, write it as PNG and free the figure."""
-    import matplotlib.pyplot as plt
-
+def _label(ax: Any, ylabel: str) -> None:
+    """Axis labels, legend and grid of a curve-vs-step panel."""
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -28,13 +28,13 @@ from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import to_dict
 from ..ema import EMA
 from ..objective import Objective
+from ..sampling import sample_all
 from . import state as run_state
 from .config import TrainConfig, dump_yaml
 from .data_order import FlippedDataset, StepBatchSampler
 from .distributed import (DistInfo, all_ranks_true, any_rank_true, average_gradients, barrier, cleanup,
                           init_distributed, mean_logs, pick_device)
 from .evaluate import data_distance
-from .generate import sample_all
 from .logging import MetricsLogger, plot_fid, plot_losses, save_grid
 from .lr import build_scheduler
 
@@ -217,8 +217,7 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------------------------------
     def _grid(self, tag: str) -> Path:
         n = self.cfg.eval.grid
-        x = sample_all(self.ema.model, n, steps=1, seed=self.cfg.seed + GRID_SEED_OFFSET, batch_size=n,
-                       device=self.device)
+        x = sample_all(self.ema.model, n, steps=1, seed=self.cfg.seed + GRID_SEED_OFFSET, batch_size=n)
         return save_grid(x, self.out / "samples" / f"{tag}.png")
 
     def _learning(self, when: str) -> dict[str, float]:
@@ -231,7 +230,7 @@ class Trainer:
         out: dict[str, float] = {"step": self.step}
         for steps in (1, 2):
             x = sample_all(self.ema.model, len(ref), steps=steps, seed=self.cfg.seed + EVAL_SEED_OFFSET,
-                           batch_size=250, device=self.device).cpu()
+                           batch_size=250).cpu()
             out.update({f"{k}_{steps}step": v for k, v in data_distance(x, ref).items()})
         if when == "initial":
             floor = data_distance(reference_images(self.dataset, len(ref), self.cfg.seed + 1), ref)
@@ -348,7 +347,8 @@ class Trainer:
                             f"{consecutive} consecutive steps (up to step {self.step}) had a non-finite loss or "
                             f"gradient, so the run stops. The last good checkpoint is "
                             f"{last if last is not None else '(none written yet)'}, left untouched. Lower optim.lr, "
-                            f"raise optim.warmup_steps or lower the tangent weight, then resume from it."
+                            f"raise optim.warmup_steps or lower the weight of the objective term whose column "
+                            f"in train.csv grows, then resume from it."
                         )
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     elapsed = time.perf_counter() - t0
@@ -410,7 +410,7 @@ class Trainer:
                 if self.cfg.eval.learning_samples > 0:
                     self.metrics["learning_final"] = self._learning("final")
                     self.metrics["learning"] = summarise_learning(self.metrics)
-            loss_png = plot_losses(self.out / "train.csv", self.out / "loss.png")
+            loss_png = plot_losses(self.out / "train.csv", self.out / "loss.png", self.objective.labels())
             if loss_png is not None:
                 files["loss_curve"] = loss_png
             if self.metrics.get("fid"):

@@ -52,7 +52,7 @@ def main_fid(argv: list[str]) -> int:
                   "gen": args.gen, "ref": args.ref, "num_gen": s_gen.count, "num_ref": s_ref.count,
                   "network_sha1": net.sha1}
         if args.kid:
-            mean, std = kid_from_features(s_gen.features, s_ref.features, subsets=args.kid_subsets,
+            mean, std = kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=args.kid_subsets,
                                           subset_size=args.kid_subset_size)
             result.update(kid_mean=mean, kid_std=std)
     except (DataError, FeatureNetworkError) as exc:

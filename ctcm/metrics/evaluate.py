@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from ..runtime import rank_world
+from ..sampling import sample_batches, to_uint8
 from .distances import frechet_distance, kid_from_features
 from .network import InceptionFeatures
-from .stats import (FeatureNet, Statistics, _dist, compute_statistics, extract_features,
-                    is_statistics_file, load_or_compute_statistics, statistics_from_features)
+from .stats import (FeatureNet, Statistics, compute_statistics, extract_features, is_statistics_file,
+                    load_or_compute_statistics, statistics_from_features)
 
 SetLike = str | os.PathLike | Statistics
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """Images in [-1, 1] (B, C, H, W) -> uint8, exactly as when saving PNGs: (x * 127.5 + 128).clamp(0, 255)."""
-    return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def _statistics(images: SetLike, *, num: int | None, split: str, network: FeatureNet, cache_dir: Any,
@@ -43,8 +40,8 @@ def fid(gen: SetLike, ref: SetLike, *, num: int | None = None, batch_size: int =
     (see :func:`load_or_compute_statistics`); the generated set's are computed afresh.
     """
     network = network if network is not None else _LazyNetwork(weights, device)
-    kw = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size, keep_features=False,
-              progress=progress)
+    kw: dict[str, Any] = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size,
+                              keep_features=False, progress=progress)
     s_gen = _statistics(gen, split=gen_split, cache=False, **kw)
     s_ref = _statistics(ref, split=ref_split, cache=True, **kw)
     return frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma)
@@ -56,18 +53,20 @@ def kid(gen: SetLike, ref: SetLike, *, num: int | None = None, subsets: int = 10
         ref_split: str = "train", seed: int = 0, progress: bool = True) -> tuple[float, float]:
     """KID (mean, std over subsets) between two image sets; a statistics file must hold ``features``."""
     network = network if network is not None else _LazyNetwork(weights, device)
-    kw = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size, keep_features=True,
-              progress=progress)
+    kw: dict[str, Any] = dict(num=num, network=network, cache_dir=cache_dir, batch_size=batch_size,
+                              keep_features=True, progress=progress)
     s_gen = _statistics(gen, split=gen_split, cache=False, **kw)
     s_ref = _statistics(ref, split=ref_split, cache=True, **kw)
-    return kid_from_features(s_gen.features, s_ref.features, subsets=subsets, subset_size=subset_size, seed=seed)
+    return kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=subsets,
+                             subset_size=subset_size, seed=seed)
 
 
 class _LazyNetwork:
     """Loads :class:`InceptionFeatures` on first call, so that two statistics files need no weights."""
 
     def __init__(self, weights: Any, device: Any) -> None:
-        self.weights, self.device, self.net = weights, device, None
+        self.weights, self.device = weights, device
+        self.net: InceptionFeatures | None = None
         from .network import WEIGHTS_SHA1
         self.sha1 = WEIGHTS_SHA1
 
@@ -75,8 +74,6 @@ class _LazyNetwork:
         if self.net is None:
             self.net = InceptionFeatures(self.weights, self.device)
         return self.net(images)
-
-
 
 
 class FIDEvaluator:
@@ -87,10 +84,10 @@ class FIDEvaluator:
 
     The reference statistics are loaded (or computed once and cached) at construction, by the constructing
     process alone (not a collective call: under torchrun let rank 0 construct first, barrier, then the
-    others, which then read the cache). ``evaluate`` is a collective call under torchrun; it draws
-    ``num_samples`` images in batches of ``batch_size``; batch b uses a generator seeded from (seed, b), so the
-    samples do not depend on the number of ranks. Under ``torchrun`` each rank samples and embeds batches
-    rank, rank + world, ...; every rank returns the same score.
+    others, which then read the cache). ``evaluate`` is a collective call under torchrun; it draws images
+    0..num_samples-1 of run ``seed`` by :func:`ctcm.sampling.sample_batches` (the images ``ctcm sample
+    --seed SEED`` writes, image for image), in batches of ``batch_size``. Under ``torchrun`` each rank samples
+    and embeds batches rank, rank + world, ...; every rank returns the same score.
 
     Args:
         ref: a statistics ``.npz`` or any data source of :mod:`ctcm.data` (statistics cached).
@@ -117,18 +114,12 @@ class FIDEvaluator:
                                               cache_dir=cache_dir, batch_size=batch_size, progress=progress,
                                               distributed=False)
 
-    def _batches(self, model: Any, steps: int, seed: int):
-        rank, world = _dist()
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        for b, start in enumerate(range(0, self.num_samples, self.batch_size)):
-            if b % world != rank:
-                continue
-            n = min(self.batch_size, self.num_samples - start)
-            generator = torch.Generator(device=device)
-            generator.manual_seed(int(np.random.SeedSequence([seed, b]).generate_state(1)[0]))
-            x = model.sample(n, steps=steps, generator=generator)
-            yield to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+    def images(self, model: Any, steps: int = 1, seed: int = 0) -> Iterator[np.ndarray]:
+        """This rank's batches of the evaluated samples, uint8 (b, H, W, C) (see :func:`ctcm.sampling.to_uint8`)."""
+        rank, world = rank_world()
+        for _, x in sample_batches(model, self.num_samples, seed=seed, steps=steps, batch_size=self.batch_size,
+                                   rank=rank, world_size=world):
+            yield to_uint8(x)
 
     def statistics(self, model: Any, steps: int = 1, seed: int = 0) -> Statistics:
         """Inception statistics of ``num_samples`` samples of ``model``."""
@@ -136,7 +127,7 @@ class FIDEvaluator:
         model.eval()
         try:
             n_batches = -(-self.num_samples // self.batch_size)
-            feats = extract_features(self._batches(model, steps, seed), self.network, num_batches=n_batches,
+            feats = extract_features(self.images(model, steps, seed), self.network, num_batches=n_batches,
                                      progress=self.progress, desc=f"FID samples ({steps} step)")
         finally:
             model.train(was_training)

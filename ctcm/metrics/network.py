@@ -50,7 +50,7 @@ def _installed_weights() -> Path | None:
         dist = importlib.metadata.distribution(WEIGHTS_PACKAGE)
         for f in dist.files or []:
             if f.name == WEIGHTS_FILE:
-                path = Path(dist.locate_file(f))
+                path = Path(str(dist.locate_file(f)))
                 if path.is_file():
                     return path
     except importlib.metadata.PackageNotFoundError:

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..data.dataset import iter_uint8_batches
 from ..data.sources import EMBEDDED, DataError, open_source
+from ..runtime import rank_world
 from .network import WEIGHTS_SHA1, InceptionFeatures
 
 PROTOCOL = "tf-inception-2015-12-05 pool3; uint8; tf1 bilinear 299; (x-128)/128"
@@ -54,6 +55,13 @@ class Statistics:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
         return path
+
+    def require_features(self) -> np.ndarray:
+        """The features (N, D), or a clear error when these statistics were saved without them."""
+        if self.features is None:
+            raise DataError(f"statistics of {self.meta.get('source', 'this set')} hold no features (KID needs them); "
+                            f"rebuild them with `ctcm fid-stats SOURCE --features`")
+        return self.features
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Statistics":
@@ -100,16 +108,9 @@ def statistics_from_features(features: np.ndarray, meta: dict[str, Any] | None =
 
 
 # -- distributed helpers -----------------------------------------------------------------------------------------
-def _dist(distributed: bool = True) -> tuple[int, int]:
-    """(rank, world size); (0, 1) without torch.distributed or with ``distributed=False``."""
-    if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _gather_batches(local: list[np.ndarray], num_batches: int, distributed: bool = True) -> list[np.ndarray]:
     """Rank r holds batches r, r + W, ...: all-gather them and restore the batch order (identity at W=1)."""
-    rank, world = _dist(distributed)
+    rank, world = rank_world(distributed)
     if world == 1:
         return local
     gathered: list[Any] = [None] * world
@@ -123,7 +124,7 @@ def extract_features(batches: Iterable[np.ndarray], network: FeatureNet, *, num_
     (``distributed=False``: this process's batches are all the batches; no collective call)."""
     from tqdm.auto import tqdm
 
-    rank, world = _dist(distributed)
+    rank, world = rank_world(distributed)
     total = len(range(rank, num_batches, world))
     local = [network(b).detach().cpu().numpy().astype(np.float32)
              for b in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress or rank != 0)]
@@ -146,7 +147,8 @@ def _source_record(source: str | os.PathLike, split: str, num: int | None) -> tu
     src = open_source(source, split)
     count = len(src) if num is None else min(int(num), len(src))
     if num is not None and num > len(src):
-        warnings.warn(f"{src.description} holds {len(src)} images, fewer than the {num} asked for; using all")
+        warnings.warn(f"{src.description} holds {len(src)} images, fewer than the {num} asked for; using all",
+                      stacklevel=3)
     return src, {"source": _source_name(source), "description": src.description, "split": split, "count": count,
                  "fingerprint": src.fingerprint(), "protocol": PROTOCOL}
 
@@ -166,7 +168,7 @@ def compute_statistics(source: str | os.PathLike, *, num: int | None = None, bat
     network = network if network is not None else InceptionFeatures(weights, device)
     meta["network_sha1"] = getattr(network, "sha1", "unknown")
     n_batches = -(-meta["count"] // batch_size)
-    batches = iter_uint8_batches(src, batch_size, meta["count"], shard=_dist(distributed))
+    batches = iter_uint8_batches(src, batch_size, meta["count"], shard=rank_world(distributed))
     feats = extract_features(batches, network, num_batches=n_batches, progress=progress,
                              desc=f"Inception features of {src.description}", distributed=distributed)
     return statistics_from_features(feats, meta, keep_features)
@@ -216,7 +218,7 @@ def load_or_compute_statistics(ref: str | os.PathLike, *, num: int | None = None
     stats = compute_statistics(ref, num=num, batch_size=batch_size, split=split, network=network, device=device,
                                weights=weights, keep_features=keep_features, progress=progress,
                                distributed=distributed)
-    if _dist(distributed)[0] == 0:
+    if rank_world(distributed)[0] == 0:
         stats.save(path)
     return stats
 
