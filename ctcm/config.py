@@ -63,7 +63,12 @@ class ObjectiveTermConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "ObjectiveTermConfig":
         name, rest = _split_name(data, where or "objective term")
-        return cls(name=name, weight=float(rest.pop("weight", 1.0)), kwargs=rest)
+        weight = rest.pop("weight", 1.0)
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where or 'objective term'} {name!r}: weight must be a number, got {weight!r}") from None
+        return cls(name=name, weight=weight, kwargs=rest)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "weight": self.weight, **copy.deepcopy(self.kwargs)}
@@ -136,7 +141,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if origin is tuple:
-        return tuple(value)
+        n = len(args) if args and args[-1] is not Ellipsis else None
+        if not isinstance(value, (list, tuple)) or (n is not None and len(value) != n):
+            raise ConfigError(f"{where}: expected a list of {n or 'some'} values, e.g. [0.9, 0.99]; got {value!r}")
+        return tuple(_coerce(args[min(i, len(args) - 1)] if args and n else Any, v, f"{where}[{i}]")
+                     for i, v in enumerate(value))
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "2e-3" (no dot) as a string

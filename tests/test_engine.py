@@ -22,7 +22,7 @@ from ctcm.engine import NonFiniteError, Trainer, load_train_config, model_config
 from ctcm.engine.config import dump_yaml
 from ctcm.engine.data_order import StepBatchSampler
 from ctcm.engine.lr import warmup_cosine
-from ctcm.engine.state import latest_checkpoint
+from ctcm.engine.rundir import latest_checkpoint
 from ctcm.objective import LossOutput, Objective
 
 ROOT = Path(__file__).resolve().parents[1]
