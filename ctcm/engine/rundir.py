@@ -118,23 +118,26 @@ class RunFolder:
 
     def save_checkpoint(self, step: int, write: Callable[[Path], Path], keep: int) -> Path:
         """``write(path)`` the checkpoint of ``step`` (atomically), point ``latest.pt`` at it, then delete
-        all but the ``keep`` newest periodic checkpoints of this run (``keep`` <= 0: keep all)."""
+        all but the ``keep`` newest periodic checkpoints of this run (``keep`` <= 0: keep all).
+
+        The list of this run's files is updated before ``write`` so that the checkpoint records exactly the
+        files that exist once it is written."""
         path = self.periodic(step)
         if path.name not in self.owned:
             self.owned.append(path.name)
+        doomed = self._beyond(keep)
+        self.owned = [n for n in self.owned if n not in doomed]
         write(path)
         atomic_link(path, self.latest)
-        self.prune(keep)
+        for name in doomed:
+            (self.checkpoints / name).unlink(missing_ok=True)
         return path
 
-    def prune(self, keep: int) -> None:
-        """Delete this run's periodic checkpoints but the ``keep`` newest; other files are never touched."""
+    def _beyond(self, keep: int) -> list[str]:
+        """This run's periodic checkpoints older than the ``keep`` newest (none when ``keep`` <= 0)."""
         if keep <= 0:
-            return
-        mine = sorted(self.owned, key=lambda n: int(PERIODIC.search(n).group(1)))
-        for name in mine[:-keep]:
-            (self.checkpoints / name).unlink(missing_ok=True)
-            self.owned.remove(name)
+            return []
+        return sorted(self.owned, key=lambda n: int(PERIODIC.search(n).group(1)))[:-keep]
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint stores about the folder: the run's id and the names of its checkpoints."""
