@@ -217,3 +217,22 @@ def test_sigterm_to_the_process_group_with_workers_then_exact_resume(tmp_path):
     straight = train(small_config(f"steps={target}", "optim.decay_steps=1000", "data.heldout=0",
                                   f"data.source={tmp_path / 'data.npz'}"), tmp_path / "straight", progress=False)
     assert_identical(weights(latest_checkpoint(out)), weights(straight.checkpoint))
+
+
+# -- 7. model(x, t) validates its inputs -------------------------------------------------------------------------
+def test_model_validates_inputs():
+    from conftest import tiny_model
+
+    model = tiny_model("geometric", dtype=torch.float32)
+    x = torch.randn(2, 3, 8, 8)
+    for t, match in ((5.0, r"t must be finite and in the schedule's range"), (100.0, "range"),
+                     (float("nan"), "finite"), (float("inf"), "finite"), (-0.5, "range")):
+        with pytest.raises(ValueError, match=match):
+            model(x, t)
+    with pytest.raises(TypeError, match=r"floating-point images.*uint8.*x\.float\(\) / 127\.5 - 1"):
+        model(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), 0.5)
+    with pytest.raises(ValueError, match="empty batch"):
+        model(torch.zeros(0, 3, 8, 8), 0.5)
+    assert torch.isfinite(model(x, model.schedule.t_max)).all()  # the endpoints are fine
+    model.validate_time = False  # the opt-out: extrapolate on purpose
+    assert model(x, 1.5).shape == x.shape
