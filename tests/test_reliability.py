@@ -236,3 +236,27 @@ def test_model_validates_inputs():
     assert torch.isfinite(model(x, model.schedule.t_max)).all()  # the endpoints are fine
     model.validate_time = False  # the opt-out: extrapolate on purpose
     assert model(x, 1.5).shape == x.shape
+
+
+def test_disk_full_keeps_the_old_file_and_is_one_line(tmp_path, capsys):
+    import errno
+
+    from ctcm.atomic import DiskFullError, atomic_write, atomic_write_text
+    from ctcm.errors import run_cli
+
+    target = atomic_write_text(tmp_path / "metrics.json", "old")
+
+    def full(fh):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError, match="no space left.*previous version.*kept"):
+        atomic_write(target, full)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+    def entry(argv):
+        atomic_write(target, full)
+
+    assert run_cli("train", entry, []) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: error: ") and "no space left" in err and len(err.splitlines()) == 1

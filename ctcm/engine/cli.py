@@ -81,7 +81,8 @@ def report(result: TrainResult, out: Path) -> int:
         floor = result.metrics.get("learning_initial", {})
         print(f"  noise floor (train vs held-out): fd8 {floor.get('fd8_floor', float('nan')):.4f}, "
               f"channel {floor.get('channel_floor', float('nan')):.4f}; improved: {learning['improved']}")
-    print(f"done at step {result.step} ({result.nonfinite} non-finite steps skipped). Outputs in {out}:")
+    print(f"done at step {result.step} ({result.nonfinite} non-finite steps skipped, "
+          f"{result.metrics.get('threads', '?')} CPU threads). Outputs in {out}:")
     for name, path in result.files.items():
         print(f"  {name:<13} {path}")
     if result.trailing_nonfinite:

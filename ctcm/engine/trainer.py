@@ -361,6 +361,7 @@ class Trainer:
             self.metrics["nonfinite_steps"] = self.nonfinite_total
             self.metrics["trailing_nonfinite_steps"] = trailing
             self.metrics["step"] = self.step
+            self.metrics["threads"] = torch.get_num_threads()  # what threads (e.g. auto) resolved to
             files["metrics"] = self.folder.write_json("metrics.json", self.metrics)
             files["train_csv"] = out / "train.csv"
             if checkpoint is not None:
