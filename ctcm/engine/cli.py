@@ -110,8 +110,8 @@ def _main(argv: list[str]) -> int:
     else:  # resuming without an explicit config: the run's own
         cfg = load_train_config(None, overrides, base=read_checkpoint(resume)["extra"]["config"])
     result = train(cfg, out, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
-    if result.checkpoint is None and result.interrupted is None and not result.files:  # a non-main rank
-        return 0
+    if not result.files:  # a non-main rank: rank 0 reports
+        return 0 if result.interrupted is None else 128 + int(result.interrupted)
     return report(result, out)
 
 
