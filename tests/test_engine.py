@@ -22,6 +22,7 @@ from ctcm.engine import NonFiniteError, Trainer, load_train_config, model_config
 from ctcm.engine.config import dump_yaml
 from ctcm.engine.data_order import StepBatchSampler
 from ctcm.engine.lr import warmup_cosine
+from ctcm.engine.resume import stored_train_config
 from ctcm.engine.rundir import latest_checkpoint
 from ctcm.objective import LossOutput, Objective
 
@@ -167,7 +168,9 @@ def test_run_writes_outputs_and_learning_measure(tmp_path):
     assert "improved" in res.metrics["learning"] and last["step"] == 4
     header = (tmp_path / "train.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "consistency", "tangent", "lr", "grad_norm", "img_per_s", "nonfinite"} <= set(header)
-    stored = ctcm.read_checkpoint(res.checkpoint)["extra"]["config"]
+    payload = ctcm.read_checkpoint(res.checkpoint)
+    assert "model" not in payload["extra"]["config"]  # the resolved config is stored once per checkpoint
+    stored = stored_train_config(payload)
     assert stored["model"]["preset"] is None and stored["model"]["backbone"]["width"] == 8
     assert isinstance(ctcm.load_checkpoint(res.checkpoint), ctcm.ConsistencyModel)
 

@@ -97,6 +97,7 @@ def test_infinite_lr_is_a_config_error():
             small_config(bad)
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_update_that_makes_weights_nonfinite_stops_before_ema_and_checkpoint(tmp_path):
     cfg = small_config("steps=8", "checkpoint_every=2")
     trainer = Trainer(cfg, tmp_path, dataset=ToyImages(), progress=False)

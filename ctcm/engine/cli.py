@@ -17,6 +17,7 @@ from ..checkpoint import read_checkpoint
 from ..config import ConfigError
 from ..errors import add_debug_option, run_cli
 from .config import load_train_config
+from .resume import stored_train_config
 from .trainer import TrainResult, resolve_resume, train
 
 
@@ -108,7 +109,7 @@ def _main(argv: list[str]) -> int:
     if args.config is not None:
         cfg = load_train_config(args.config, overrides)
     else:  # resuming without an explicit config: the run's own
-        cfg = load_train_config(None, overrides, base=read_checkpoint(resume)["extra"]["config"])
+        cfg = load_train_config(None, overrides, base=stored_train_config(read_checkpoint(resume)))
     result = train(cfg, out, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
     if not result.files:  # a non-main rank: rank 0 reports
         return 0 if result.interrupted is None else 128 + int(result.interrupted)

@@ -16,6 +16,21 @@ CHANGEABLE = ("steps", "optim.*", "ema.*", "eval.*", "log_every", "sample_every"
               "data.source", "data.num_workers")
 
 
+def checkpoint_config(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The run config a checkpoint stores in ``extra.config``: the resolved config without its model section,
+    which the checkpoint already holds once, as ``config`` (what :func:`ctcm.load_checkpoint` rebuilds from)."""
+    return {k: v for k, v in resolved.items() if k != "model"}
+
+
+def stored_train_config(payload: dict[str, Any]) -> dict[str, Any]:
+    """The resolved run config of a checkpoint: ``extra.config`` plus the model section rebuilt from
+    ``config`` (checkpoints written before the split carry the model section in ``extra.config`` too)."""
+    stored = dict(payload["extra"]["config"])
+    if "model" not in stored:
+        stored["model"] = {"preset": None, **payload["config"]}
+    return stored
+
+
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):
         out: dict[str, Any] = {}

@@ -39,7 +39,7 @@ from .loader import close_loader, make_loader, next_batch
 from .logging import MetricsLogger, plot_fid, plot_losses
 from .lr import build_scheduler
 from .periodic import Periodic
-from .resume import check_resume_config
+from .resume import check_resume_config, checkpoint_config, stored_train_config
 from .rundir import RunFolder, latest_checkpoint
 from .session import RunSession
 
@@ -135,7 +135,7 @@ class Trainer:
         payload = read_checkpoint(path, map_location=self.device)
         extra = payload["extra"]
         if "config" in extra:
-            check_resume_config(extra["config"], to_dict(self.resolved), path)
+            check_resume_config(stored_train_config(payload), to_dict(self.resolved), path)
         if int(extra["data_order"]["seed"]) != self.cfg.seed:
             raise ValueError(f"{path} was trained with seed {extra['data_order']['seed']}, this config has "
                              f"seed {self.cfg.seed}: resume with the run's seed (seed=...) for the same data order")
@@ -166,7 +166,7 @@ class Trainer:
 
     def _payload_extra(self) -> dict[str, Any]:
         return {
-            "config": to_dict(self.resolved),
+            "config": checkpoint_config(to_dict(self.resolved)),  # the model section is stored once, as config
             "rng": run_state.capture_rng(self.generator),
             "data_order": {"seed": self.cfg.seed, "step": self.step, "world_size": self.info.world_size},
             "nonfinite_total": self.nonfinite_total,
