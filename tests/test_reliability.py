@@ -261,3 +261,18 @@ def test_disk_full_keeps_the_old_file_and_is_one_line(tmp_path, capsys):
     assert run_cli("train", entry, []) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("train: error: ") and "no space left" in err and len(err.splitlines()) == 1
+
+
+def test_session_restores_process_settings_even_on_error():
+    from ctcm.engine.session import RunSession
+
+    threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError, match="boom"):
+        with RunSession("cpu", threads + 1, deterministic=True) as session:
+            assert torch.get_num_threads() == threads + 1 and torch.are_deterministic_algorithms_enabled()
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded, not fatal
+            time.sleep(0.01)
+            assert session.stop_signal == signal.SIGTERM
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == threads and signal.getsignal(signal.SIGTERM) == handler
+    assert not torch.are_deterministic_algorithms_enabled()

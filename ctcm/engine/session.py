@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from types import FrameType, TracebackType
+from typing import Any
 
 import torch
 
@@ -24,21 +25,25 @@ class RunSession:
         self.device, self.threads, self.deterministic = device, threads, deterministic
         self.stop_signal: int | None = None
         self.info = DistInfo()
-        self._saved: dict[str, object] = {}
+        self._threads = torch.get_num_threads()
+        self._det = torch.are_deterministic_algorithms_enabled()
+        self._warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        self._handlers: dict[int, Any] = {}
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signal = signum
 
     def __enter__(self) -> "RunSession":
-        self._saved = {"threads": torch.get_num_threads(), "det": torch.are_deterministic_algorithms_enabled(),
-                       "warn": torch.is_deterministic_algorithms_warn_only_enabled()}
+        self._threads = torch.get_num_threads()
+        self._det = torch.are_deterministic_algorithms_enabled()
+        self._warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         n = pick_threads(self.threads)
         if n:
             torch.set_num_threads(n)
         if self.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self._saved["handlers"] = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        self._handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             self.info = init_distributed(self.device)
         except BaseException:
@@ -48,7 +53,8 @@ class RunSession:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         cleanup(self.info)
-        for s, handler in self._saved.get("handlers", {}).items():  # type: ignore[union-attr]
+        for s, handler in self._handlers.items():
             signal.signal(s, handler)
-        torch.set_num_threads(int(self._saved["threads"]))  # type: ignore[arg-type]
-        torch.use_deterministic_algorithms(bool(self._saved["det"]), warn_only=bool(self._saved["warn"]))
+        self._handlers = {}
+        torch.set_num_threads(self._threads)
+        torch.use_deterministic_algorithms(self._det, warn_only=self._warn_only)

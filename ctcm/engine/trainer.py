@@ -162,7 +162,6 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.update(initial_lr=o.lr, lr=o.lr * factor, betas=tuple(o.betas), eps=o.eps,
                          weight_decay=o.weight_decay)
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # what get_last_lr() reports
 
     def _payload_extra(self) -> dict[str, Any]:
         return {
