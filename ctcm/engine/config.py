@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..build import preset_config
-from ..config import ConfigError, ModelConfig, apply_overrides, from_dict, to_dict
+from ..config import ConfigError, ModelConfig, apply_overrides, from_dict, read_yaml_mapping, to_dict
 
 
 @dataclass
@@ -219,25 +219,6 @@ def load_train_config(path: str | os.PathLike | None, overrides: list[str] | Non
     cfg = from_dict(TrainConfig, data, where="")
     model_config(cfg.model)  # fail early on a bad model section
     return cfg
-
-
-def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping in a YAML file; a ConfigError (with the line) for malformed, binary or non-mapping files."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a text YAML file (it holds binary data); give the YAML config") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}; fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys (e.g. 'steps: 100'), got {type(data).__name__}")
-    return data
 
 
 def dump_yaml(cfg: TrainConfig) -> str:
