@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/cifar10/train.py --config examples/cifar10/configs/tiny.yaml --out runs/demo
+	$(PY) examples/cifar10/train.py --config examples/cifar10/configs/tiny.yaml --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

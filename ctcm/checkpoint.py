@@ -1,50 +1,69 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, config kept so the model can be rebuilt."""
+"""Checkpoints: atomic writes, ``weights_only`` loads, a checksum of every tensor, config kept so the model
+can be rebuilt."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import hashlib
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .config import ModelConfig, from_dict, to_dict
+from .devices import parse_device
+
+if TYPE_CHECKING:
+    from .model import ConsistencyModel
+
 from .runtime import unwrap
 
 FORMAT = "ctcm-checkpoint/1"
+CHECKSUM_KEY = "tensor_sha256"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, not ours, or holds more than plain data."""
+    """A checkpoint that is missing, truncated, corrupted, not ours, or holds more than plain data."""
+
+
+def _tensors(obj: Any, where: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) for every tensor in a nest of dicts/lists/tuples, in a fixed order."""
+    if torch.is_tensor(obj):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k], f"{where}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{where}/{i}")
+
+
+def tensor_checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every tensor in ``payload`` (but its checksum)."""
+    h = hashlib.sha256()
+    for where, t in _tensors({k: v for k, v in payload.items() if k != CHECKSUM_KEY}):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A crash mid-write leaves the previous file intact, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through :func:`ctcm.atomic.atomic_write` (temporary file, fsync, rename)."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, ema: Any = None, optimizer: Any = None,
                     lr_scheduler: Any = None, step: int | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write model (live weights), EMA weights, optimiser/scheduler state, step and ``extra`` atomically.
+    """Write model (live weights), EMA weights, optimiser/scheduler state, step and ``extra`` atomically,
+    with a checksum of every tensor (verified by :func:`read_checkpoint`).
 
     ``extra`` must hold only tensors and plain Python data (it is loaded with ``weights_only=True``).
     """
@@ -60,14 +79,32 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, ema: Any = Non
         "step": step,
         "extra": extra or {},
     }
+    payload[CHECKSUM_KEY] = tensor_checksum(payload)
     return atomic_save(payload, path)
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """A torch.save file is a zip archive (current format) or a pickle (legacy format, starts with 0x80)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The raw checkpoint dict, loaded with ``weights_only=True``; clear errors for every failure."""
+    """The raw checkpoint dict, loaded with ``weights_only=True`` and its checksum verified.
+
+    Raises:
+        DeviceError: ``map_location`` names no usable device (checked before the file is read).
+        CheckpointError: a missing, truncated, corrupted or foreign file, with what to do about it.
+    """
+    if isinstance(map_location, (str, torch.device)):
+        map_location = parse_device(map_location)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save); pass a .pt file "
+                              f"written by training, e.g. RUN/checkpoints/latest.pt")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -76,37 +113,60 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"weights_only loading does not execute. Only load checkpoints you trust; ctcm writes none "
             f"like this. ({str(exc).splitlines()[0]})"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
         raise CheckpointError(
             f"cannot read checkpoint {path}: the file is truncated or corrupted ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}). Use an earlier checkpoint."
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ctcm checkpoint (expected format {FORMAT!r})")
+    stored = payload.get(CHECKSUM_KEY)
+    if stored is not None and stored != tensor_checksum(payload):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its tensors do not match the checksum written "
+                              f"with them (a damaged copy or disk). Use an earlier checkpoint.")
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema", map_location: Any = "cpu"):
-    """Rebuild the model stored in ``path`` and load its weights.
+def _registry_hint(exc: Exception) -> str:
+    """For an unknown component name: the checkpoint needs a plugin that is not installed here."""
+    from .registry import RegistryError
+
+    if isinstance(exc, RegistryError) and "unknown" in str(exc):
+        name = str(exc).split("'")[1] if "'" in str(exc) else "?"
+        return f" Install the package that provides '{name}' (or import the module that registers it)."
+    return ""
+
+
+def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
+                    map_location: Any = "cpu") -> ConsistencyModel:
+    """Rebuild the model stored in ``path``, load its weights, and return it **in eval mode** (no
+    weight-drop or other training-time randomness; call ``.train()`` to fine-tune).
 
     Args:
         weights: ``ema`` (the averaged weights when the checkpoint has them, else the live ones) or
             ``model`` (the live training weights).
     """
     from .build import build
+    from .registry import RegistryError
 
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    if isinstance(map_location, (str, torch.device)):
+        map_location = parse_device(map_location)
     payload = read_checkpoint(path, map_location)
     if payload["config"] is None:
         raise CheckpointError(
             f"{path} holds a model built from instances (no config); rebuild it yourself and call "
             f"model.load_state_dict(ctcm.read_checkpoint(path)['model'])"
         )
-    model = build(from_dict(ModelConfig, payload["config"]))
+    try:
+        model = build(from_dict(ModelConfig, payload["config"]))
+    except RegistryError as exc:
+        raise CheckpointError(f"cannot rebuild the model of {path}: {exc}{_registry_hint(exc)}") from exc
     state = payload["ema"]["model"] if weights == "ema" and payload["ema"] is not None else payload["model"]
     stored = next((v.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point()), None)
     if stored is not None:
         model.to(stored)  # a float64 checkpoint comes back in float64, bit for bit
     model.load_state_dict(state)
-    return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
+    model.eval()
+    return model.to(map_location) if isinstance(map_location, torch.device) else model

@@ -1,4 +1,8 @@
-"""The ``ctcm`` console command: ``ctcm <subcommand> [args]``; each subcommand lives in its own module."""
+"""The ``ctcm`` console command: ``ctcm <subcommand> [args]``; each subcommand lives in its own module.
+
+Every subcommand shares one error path (:mod:`ctcm.errors`): a known error prints one line and exits 2;
+``--debug`` shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ SUBCOMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: ctcm <subcommand> [options]", "", "subcommands:"]
+    lines = ["usage: ctcm [--version] <subcommand> [options] [--debug]", "", "subcommands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "ctcm <subcommand> --help shows its options; --debug shows the traceback of an error."]
     return "\n".join(lines)
 
 
@@ -25,13 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+        print(f"ctcm {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"ctcm: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     entry = getattr(module, "main_" + name.replace("-", "_"))
-    return int(entry(rest) or 0)
+    return int(entry(rest) or 0)  # each entry runs through ctcm.errors.run_cli
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .atomic import atomic_write_text
+
 C = TypeVar("C")
 
 
@@ -63,7 +65,13 @@ class ObjectiveTermConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "ObjectiveTermConfig":
         name, rest = _split_name(data, where or "objective term")
-        return cls(name=name, weight=float(rest.pop("weight", 1.0)), kwargs=rest)
+        weight = rest.pop("weight", 1.0)
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where or 'objective term'} {name!r}: weight must be a number, "
+                              f"got {weight!r}") from None
+        return cls(name=name, weight=weight, kwargs=rest)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "weight": self.weight, **copy.deepcopy(self.kwargs)}
@@ -162,7 +170,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if origin is tuple:
-        return tuple(value)
+        n = len(args) if args and args[-1] is not Ellipsis else None
+        if not isinstance(value, (list, tuple)) or (n is not None and len(value) != n):
+            raise ConfigError(f"{where}: expected a list of {n or 'some'} values, e.g. [0.9, 0.99]; got {value!r}")
+        return tuple(_coerce(args[min(i, len(args) - 1)] if args and n else Any, v, f"{where}[{i}]")
+                     for i, v in enumerate(value))
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "2e-3" (no dot) as a string
@@ -178,18 +190,36 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 # -- YAML and command-line overrides --------------------------------------------------------------------------
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML file; a ConfigError (with the line) for malformed, binary or non-mapping files."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text YAML file (it holds binary data); give the YAML config") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}; fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys (e.g. 'steps: 100'), got {type(data).__name__}")
+    return data
+
+
 def load_yaml(cls: type[C], path: str | os.PathLike, overrides: list[str] | None = None) -> C:
     """Read ``cls`` from a YAML file, then apply ``key.sub=value`` overrides."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
-    return from_dict(cls, apply_overrides(data, overrides or []), where="")
+    return from_dict(cls, apply_overrides(read_yaml_mapping(path), overrides or []), where="")
 
 
 def save_yaml(obj: Any, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    """Write ``obj`` as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -63,10 +63,23 @@ class ConsistencyModel(ComplexSafeModule):
         self.resolution = resolution
         self.config = config
 
-    # -- shape checks ----------------------------------------------------------------------------------------
+    # -- input checks ----------------------------------------------------------------------------------------
+    #: check that t lies in [t_min, t_max] (one device sync per call). Set to False on an instance to evaluate
+    #: the network outside the schedule's range on purpose (advanced use: the output is then extrapolated).
+    validate_time: bool = True
+
     def _check_inputs(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """Shape, dtype, batch size and (unless ``validate_time`` is False) the range and finiteness of t;
+        returns t as a (B,) tensor of x's dtype and device. The images are not scanned (too costly)."""
+        if not torch.is_tensor(x):
+            raise TypeError(f"x must be a tensor of images (B, {self.channels}, H, W), got {type(x).__name__}")
+        if not (x.is_floating_point() or x.is_complex()):
+            raise TypeError(f"x must be floating-point images in [-1, 1], got dtype {x.dtype}; convert uint8 images "
+                            f"with x.float() / 127.5 - 1")
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (B = 0); pass at least one image")
         if not self.backbone.resolution_agnostic and tuple(x.shape[-2:]) != (self.resolution,) * 2:
             raise ValueError(
                 f"this backbone works at {self.resolution}x{self.resolution} only, got "
@@ -77,7 +90,20 @@ class ConsistencyModel(ComplexSafeModule):
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        if self.validate_time:
+            self._check_time(t)
         return t
+
+    def _check_time(self, t: Tensor) -> None:
+        lo, hi = float(self.schedule.t_min), float(self.schedule.t_max)
+        tol = 1e-5 * (hi - lo) + 1e-7  # float32 rounding of an endpoint is not an error
+        plain = t.detach().real if t.is_complex() else t.detach()
+        bad = ~(torch.isfinite(plain) & (plain >= lo - tol) & (plain <= hi + tol))
+        if bool(bad.any()):
+            first = float(plain[bad][0])
+            raise ValueError(f"t must be finite and in the schedule's range [t_min, t_max] = [{lo:.6g}, {hi:.6g}], "
+                             f"got {first!r} ({type(self.schedule).__name__}); set model.validate_time = False "
+                             f"to evaluate outside it on purpose")
 
     # -- the consistency function -----------------------------------------------------------------------------
     def raw(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:

@@ -29,6 +29,10 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ArgumentError(TypeError):
+    """A component given keyword arguments its constructor does not take (the valid ones are listed)."""
+
+
 class Registry(Generic[T]):
     """Names -> objects for one kind of plugin, with lazy entry-point discovery.
 
@@ -43,24 +47,28 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._pending: dict[str, metadata.EntryPoint] | None = None
         self._loading: set[str] = set()
+        self._conflicts: dict[str, str] = {}
 
     # -- discovery -------------------------------------------------------------------------------------
     def _discover(self) -> dict[str, metadata.EntryPoint]:
+        """Entry points of the group by name. A name declared by two different entry points is recorded as
+        a conflict: only that name fails (on lookup), every other name keeps working."""
         if self._pending is None:
             pending: dict[str, metadata.EntryPoint] = {}
             for ep in metadata.entry_points(group=self.group):
                 other = pending.get(ep.name)
                 if other is not None and other.value != ep.value:
-                    raise RegistryError(
-                        f"{self.kind} '{ep.name}' is declared by two entry points in group "
-                        f"'{self.group}': '{other.value}' and '{ep.value}'. Uninstall or rename one."
-                    )
+                    self._conflicts[ep.name] = (
+                        f"{self.kind} '{ep.name}' is declared by two entry points in group '{self.group}': "
+                        f"'{other.value}' and '{ep.value}'. Uninstall or rename one.")
                 pending[ep.name] = ep
             self._pending = pending
         return self._pending
 
     def _load(self, name: str) -> None:
         ep = self._discover().get(name)
+        if name in self._conflicts and name not in self._entries:
+            raise RegistryError(self._conflicts[name])
         if ep is None or name in self._entries:
             return
         self._loading.add(name)
@@ -161,7 +169,8 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
     valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"{what} got unknown argument(s) {unknown}. Valid arguments: {valid}.")
+        raise ArgumentError(f"{what} got unknown argument(s) {unknown}. Valid arguments: {valid}. (Switching "
+                            f"to another backbone? Its keys replace the preset's: give only keys it takes.)")
 
 
 def _describe(obj: object) -> str:

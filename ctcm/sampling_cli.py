@@ -11,16 +11,17 @@ Under ``torchrun`` batch k is drawn by rank k mod W; rank 0 joins the parts into
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .atomic import atomic_write
+from .checkpoint import load_checkpoint
+from .devices import parse_device
 from .engine.distributed import barrier, cleanup, init_distributed, pick_device
+from .errors import add_debug_option, run_cli
 from .sampling import sample_batches, to_uint8
 
 
@@ -30,47 +31,56 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=50_000, help="number of images (default %(default)s)")
     p.add_argument("--out", help="folder for PNG files 000000.png, 000001.png, ...")
     p.add_argument("--npz", help="one .npz with all images under 'x', uint8 (N, H, W, C)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the PNG files already in --out (without it a folder holding PNGs is refused)")
     p.add_argument("--steps", type=int, choices=(1, 2), default=1, help="network evaluations per image")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250,
+                   help="images per network call; with --seed it fixes the images (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default %(default)s)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or live weights")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_option(p)
     return p
 
 
+def prepare_png_folder(folder: Path, overwrite: bool) -> None:
+    """Create ``folder``; refuse one that already holds PNGs (a later FID would mix them in) unless
+    ``overwrite``, which deletes them first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    old = sorted(folder.glob("*.png"))
+    if old and not overwrite:
+        raise FileExistsError(f"--out {folder} already holds {len(old)} PNG file(s), which a later FID would mix "
+                              f"with the new images; pass --overwrite to replace them, or choose an empty folder")
+    for path in old:
+        path.unlink()
+
+
 def write_npz(path: Path, images: np.ndarray) -> None:
-    """``np.savez`` to a temporary file next to ``path``, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, x=images)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``np.savez`` through :func:`ctcm.atomic.atomic_write` (never a half-written file)."""
+    atomic_write(path, lambda fh: np.savez(fh, x=images))
 
 
 def main_sample(argv: list[str] | None = None) -> int:
+    """``ctcm sample``; known errors print one line and exit 2 (:func:`ctcm.errors.run_cli`)."""
+    return run_cli("ctcm sample", _main, list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.out is None and args.npz is None:
-        print("error: give --out DIR (PNG files) and/or --npz FILE", file=sys.stderr)
-        return 2
+        raise ValueError("give --out DIR (PNG files) and/or --npz FILE")
     if args.num_samples < 1 or args.batch_size < 1 or args.seed < 0:
-        print("error: --num-samples and --batch-size must be positive, --seed non-negative", file=sys.stderr)
-        return 2
+        raise ValueError("--num-samples and --batch-size must be positive, --seed non-negative")
+    parse_device(args.device)  # a bad device is named before the checkpoint is read
     info = init_distributed(args.device)
     try:
         device = pick_device(args.device, info)
-        try:
-            model = load_checkpoint(args.ckpt, weights=args.weights, map_location=device).eval()
-        except CheckpointError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        model = load_checkpoint(args.ckpt, weights=args.weights, map_location=device)
         folder = Path(args.out) if args.out else None
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+        if folder is not None and info.is_main:
+            prepare_png_folder(folder, args.overwrite)
+        barrier(info)
         parts_dir = Path(args.npz).parent / f".{Path(args.npz).name}.parts" if args.npz else None
         if parts_dir is not None:
             parts_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ from ctcm.engine import NonFiniteError, Trainer, load_train_config, train
 from ctcm.engine.config import dump_yaml
 from ctcm.engine.data_order import StepBatchSampler
 from ctcm.engine.lr import warmup_cosine
-from ctcm.engine.state import latest_checkpoint
+from ctcm.engine.resume import stored_train_config
+from ctcm.engine.rundir import latest_checkpoint
 from ctcm.objective import LossOutput, Objective
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +168,9 @@ def test_run_writes_outputs_and_learning_measure(tmp_path):
     assert "improved" in res.metrics["learning"] and last["step"] == 4
     header = (tmp_path / "train.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "consistency", "tangent", "lr", "grad_norm", "img_per_s", "nonfinite"} <= set(header)
-    stored = ctcm.read_checkpoint(res.checkpoint)["extra"]["config"]
+    payload = ctcm.read_checkpoint(res.checkpoint)
+    assert "model" not in payload["extra"]["config"]  # the resolved config is stored once per checkpoint
+    stored = stored_train_config(payload)
     assert stored["recipe"] == "wfno-cifar" and stored["model"]["backbone"]["width"] == 8
     assert isinstance(ctcm.load_checkpoint(res.checkpoint), ctcm.ConsistencyModel)
 

@@ -160,3 +160,23 @@ def test_broken_plugin_names_itself(tmp_path):
     code = "import ctcm\ntry:\n    ctcm.create_backbone('broken-net')\nexcept ctcm.RegistryError as e:\n    print(e)"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "broken-net" in result.stdout and "toy_plugin:DoesNotExist" in result.stdout, result.stderr
+
+
+def test_plugin_reusing_a_name_breaks_only_that_name(tmp_path):
+    env = _install_plugin(tmp_path, """
+        [ctcm.backbones]
+        wfno = toy_plugin:ToyNet
+    """)
+    code = textwrap.dedent("""
+        import ctcm
+        from ctcm.registry import BACKBONES
+        assert BACKBONES.get("unet").__name__ == "UNet"   # other names keep working
+        assert "wfno" in ctcm.list_backbones()
+        try:
+            BACKBONES.get("wfno")
+        except ctcm.RegistryError as exc:
+            print("refused:", exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout and "two entry points" in result.stdout and "toy_plugin:ToyNet" in result.stdout

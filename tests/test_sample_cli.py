@@ -66,7 +66,7 @@ def test_rank_split_gives_the_same_images(ckpt):
 
 
 def test_clear_errors(tmp_path, capsys):
-    assert main_sample(["--ckpt", str(tmp_path / "none.pt"), "--npz", str(tmp_path / "x.npz"), "--device", "cpu"]) == 1
+    assert main_sample(["--ckpt", str(tmp_path / "none.pt"), "--npz", str(tmp_path / "x.npz"), "--device", "cpu"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert main_sample(["--ckpt", str(tmp_path / "none.pt"), "--device", "cpu"]) == 2
     assert "--out DIR" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def test_ctcm_train_runs_the_recipe(tmp_path, capsys):
                  "--steps", "2", "--device", "cpu", "--no-progress", *SMALL]) == 0
     assert "done at step 2" in capsys.readouterr().out
     assert (out / "checkpoints" / "latest.pt").is_file() and (out / "loss.png").is_file()
-    assert main(["train", "--out", str(tmp_path / "other")]) == 1
+    assert main(["train", "--out", str(tmp_path / "other")]) == 2  # a usage error (issue 9)
     assert "give --config PATH" in capsys.readouterr().err
 
 

@@ -52,10 +52,23 @@ def _pick_split(names: list[str], split: str, where: str) -> list[str]:
     return names
 
 
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of a PIL image. 16- and 32-bit integer images (PNG ``I;16``/``I``) are scaled from
+    their bit depth to 8 bits (PIL's own conversion clips them, turning most pixels white)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        bits = 16 if im.mode.startswith("I;16") else 32
+        a = np.asarray(im, dtype=np.float64) if im.mode == "I" else np.asarray(im).astype(np.float64)
+        if im.mode == "I" and a.max(initial=0) < 2 ** 16:  # 16-bit PNGs open as mode I in some PIL versions
+            bits = 16
+        a = np.clip(np.round(a / (2 ** bits - 1) * 255), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a[..., :3]
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def _decode(data: Any, where: str) -> np.ndarray:
     try:
         with Image.open(data) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            return to_rgb8(im)
     except Exception as exc:  # PIL raises several types for a bad file
         raise DataError(f"{where}: cannot decode image ({exc})") from exc
 

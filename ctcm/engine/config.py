@@ -9,6 +9,7 @@ and it rebuilds the run without the recipe (``resolved=True``).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import yaml
 
 from ..build import get_recipe
-from ..config import ConfigError, ModelConfig, ObjectiveTermConfig, apply_overrides, from_dict, merge, to_dict
+from ..config import (ConfigError, ModelConfig, ObjectiveTermConfig, apply_overrides, from_dict, merge,
+                      read_yaml_mapping, to_dict)
 
 @dataclass
 class DataConfig:
@@ -59,6 +61,20 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.99]; got {list(self.betas)}")
+        checks = {"eps": self.eps > 0, "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
+                  "min_lr_ratio": 0 <= self.min_lr_ratio <= 1, "grad_clip": self.grad_clip >= 0,
+                  "decay_steps": self.decay_steps is None or self.decay_steps > 0}
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"optim.{name}={value} is out of range (eps > 0; weight_decay, warmup_steps, "
+                                  f"grad_clip >= 0; min_lr_ratio in [0, 1]; decay_steps > 0 or null)")
+
 
 @dataclass
 class EMAConfig:
@@ -73,7 +89,8 @@ class EvalConfig:
     """What the run measures besides the loss.
 
     ``learning_samples``: samples (and held-out images) for the cheap learning measure at step 0 and at the
-    end (0: off). ``grid``: images in the fixed-noise sample grid. ``fid_every``: FID every N steps (0: off)
+    end (0: off). ``batch_size``: sampling batch of the grid and the learning measure. ``grid``: images in
+    the fixed-noise sample grid. ``fid_every``: FID every N steps (0: off)
     on ``fid_samples`` samples against ``fid_ref`` (statistics or a dataset, see
     :class:`ctcm.metrics.FIDEvaluator`), for each number of sampling steps in ``fid_steps``.
     """
@@ -85,6 +102,15 @@ class EvalConfig:
     fid_ref: str = "cifar10"
     fid_steps: list[int] = field(default_factory=lambda: [1, 2])
     fid_batch_size: int = 250
+    batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        for name in ("learning_samples", "grid", "fid_every", "fid_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"eval.{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        for name in ("fid_batch_size", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"eval.{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -98,7 +124,8 @@ class TrainConfig:
     model in ``torch.compile``. ``max_nonfinite``: consecutive non-finite steps that stop the run.
     ``*_every``: in optimiser steps (0: off). ``keep_checkpoints``: periodic checkpoints kept besides
     ``latest.pt`` (0: keep all). ``threads``: CPU threads of torch's intra-op pool during the run (null:
-    torch's default, one per core). ``init_from``: a checkpoint whose network weights (EMA when present)
+    torch's default, one per core; ``auto``: the cores that are idle when the run starts, at least 1; see
+    :mod:`ctcm.engine.threads`). ``init_from``: a checkpoint whose network weights (EMA when present)
     start a fresh run (warm start: new optimiser, EMA restarted from those weights); ignored when resuming.
     """
 
@@ -121,7 +148,7 @@ class TrainConfig:
     sample_every: int = 10_000
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 3
-    threads: int | None = None
+    threads: int | str | None = None
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -130,6 +157,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "max_nonfinite"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0: off / keep all), got {getattr(self, name)}")
+        if not (self.threads is None or self.threads == "auto" or (isinstance(self.threads, int) and self.threads > 0)):
+            raise ConfigError(f"threads must be a positive number, auto or null, got {self.threads!r}")
         if (self.ema.decay is None) == (self.ema.half_life_images is None):
             raise ConfigError("ema: give exactly one of decay or half_life_images (set the other to null)")
         if not self.objective:
@@ -162,8 +194,7 @@ def load_train_config(path: str | os.PathLike | None, overrides: list[str] | Non
     if path is not None:
         if not os.path.isfile(path):
             raise ConfigError(f"config file not found: {path}")
-        with open(path) as fh:
-            base = yaml.safe_load(fh) or {}
+        base = read_yaml_mapping(path)
     return resolve_train_dict(apply_overrides(base or {}, overrides or []), resolved=resolved)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..devices import parse_device
 
 @dataclass
 class DistInfo:
@@ -34,31 +35,37 @@ class DistInfo:
         return self.rank == 0
 
 
+def dist_info() -> DistInfo:
+    """This process's rank / world size / local rank from torchrun's environment (nothing is initialised)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")), False)
+
+
 def init_distributed(device: str) -> DistInfo:
     """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, ...), if any.
 
     Backend: NCCL for CUDA devices, gloo otherwise. Without WORLD_SIZE > 1 nothing is initialised.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    info = dist_info()
+    if info.world_size <= 1:
+        return info
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(minutes=30))
-    return DistInfo(rank, world, local_rank, True)
+        dist.init_process_group(backend, rank=info.rank, world_size=info.world_size,
+                                timeout=datetime.timedelta(minutes=30))
+    return DistInfo(info.rank, info.world_size, info.local_rank, True)
 
 
 def pick_device(requested: str, info: DistInfo) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` gets the local rank."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        requested = f"cuda:{info.local_rank}"
-    device = torch.device(requested)
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` gets the local rank.
+
+    Raises:
+        DeviceError: see :func:`ctcm.devices.parse_device`.
+    """
+    device = parse_device(requested, info.local_rank)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
         torch.cuda.set_device(device)
     return device
 

@@ -1,4 +1,4 @@
-"""Run state that checkpoints carry besides the weights: RNG states, data-order position, checkpoint paths.
+"""Run state that checkpoints carry besides the weights: the RNG states (paths live in :mod:`.rundir`).
 
 Everything here is ``weights_only``-safe: tensors, ints, floats, strings, lists and dicts.
 """
@@ -6,16 +6,10 @@ Everything here is ``weights_only``-safe: tensors, ints, floats, strings, lists 
 from __future__ import annotations
 
 import random
-import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest.pt"
-PERIODIC = re.compile(r"step_(\d+)\.pt$")
 
 
 def capture_rng(objective_generator: torch.Generator) -> dict[str, Any]:
@@ -43,29 +37,3 @@ def restore_rng(state: dict[str, Any], objective_generator: torch.Generator) -> 
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     objective_generator.set_state(state["objective"])
-
-
-def checkpoint_dir(out: str | Path) -> Path:
-    return Path(out) / CHECKPOINT_DIR
-
-
-def periodic_path(out: str | Path, step: int) -> Path:
-    return checkpoint_dir(out) / f"step_{step:08d}.pt"
-
-
-def latest_checkpoint(out: str | Path) -> Path | None:
-    """``OUT/checkpoints/latest.pt`` if present, else the periodic checkpoint with the highest step, else None."""
-    folder = checkpoint_dir(out)
-    if (folder / LATEST).is_file():
-        return folder / LATEST
-    periodic = sorted(folder.glob("step_*.pt"), key=lambda p: int(PERIODIC.search(p.name).group(1)))
-    return periodic[-1] if periodic else None
-
-
-def prune_periodic(out: str | Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest periodic checkpoints (``keep`` <= 0: keep all)."""
-    if keep <= 0:
-        return
-    periodic = sorted(checkpoint_dir(out).glob("step_*.pt"), key=lambda p: int(PERIODIC.search(p.name).group(1)))
-    for path in periodic[:-keep]:
-        path.unlink(missing_ok=True)

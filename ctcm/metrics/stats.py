@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_write
 from ..data.dataset import iter_uint8_batches
 from ..data.sources import EMBEDDED, DataError, open_source
 from ..runtime import rank_world
@@ -45,16 +46,12 @@ class Statistics:
     features: np.ndarray | None = None
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the statistics atomically (:func:`ctcm.atomic.atomic_write`)."""
         arrays: dict[str, Any] = dict(mu=self.mu, sigma=self.sigma, count=np.int64(self.count),
                                       meta=np.array(json.dumps(self.meta, sort_keys=True)))
         if self.features is not None:
             arrays["features"] = self.features.astype(np.float32)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     def require_features(self) -> np.ndarray:
         """The features (N, D), or a clear error when these statistics were saved without them."""
@@ -149,8 +146,9 @@ def _source_record(source: str | os.PathLike, split: str, num: int | None) -> tu
     if num is not None and num > len(src):
         warnings.warn(f"{src.description} holds {len(src)} images, fewer than the {num} asked for; using all",
                       stacklevel=3)
+    size = list(src.load(0).shape[:2]) if len(src) else None
     return src, {"source": _source_name(source), "description": src.description, "split": split, "count": count,
-                 "fingerprint": src.fingerprint(), "protocol": PROTOCOL}
+                 "size": size, "fingerprint": src.fingerprint(), "protocol": PROTOCOL}
 
 
 def compute_statistics(source: str | os.PathLike, *, num: int | None = None, batch_size: int = 250,

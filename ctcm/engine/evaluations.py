@@ -1,0 +1,103 @@
+"""What a run measures besides the loss: the sample grid, the learning measure and FID, plus the data
+they need (training and held-out sets). Sampling batch sizes come from ``eval.batch_size``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from ..model import ConsistencyModel
+from ..sampling import sample_all
+from .config import TrainConfig
+from .distributed import DistInfo, barrier
+from .evaluate import data_distance
+from .logging import save_grid
+
+GRID_SEED_OFFSET = 2
+EVAL_SEED_OFFSET = 3
+
+
+def load_data(cfg: TrainConfig, resolution: int, split: str) -> Dataset:
+    """``build_dataset(cfg.data.source, ...)`` without its own flips (the engine draws them), clear errors."""
+    from ..data import DataError, build_dataset
+
+    try:
+        return build_dataset(cfg.data.source, resolution, flip=False, split=split)
+    except (DataError, FileNotFoundError) as exc:
+        raise DataError(f"cannot load the {split} data of data.source={cfg.data.source!r}: {exc}. "
+                        f"Fix the path, or pass --data PATH (or data.source=PATH).") from exc
+
+
+def split_data(cfg: TrainConfig, resolution: int, need_heldout: bool) -> tuple[Dataset, Dataset | None]:
+    """(training set, held-out set) per ``cfg.data.heldout`` (a split name, or the last N training images)."""
+    train = load_data(cfg, resolution, "train")
+    h = cfg.data.heldout
+    if isinstance(h, int):
+        n = len(train)  # type: ignore[arg-type]
+        if h >= n:
+            raise ValueError(f"data.heldout={h} leaves no training images out of {n}; lower it")
+        return Subset(train, range(n - h)), (Subset(train, range(n - h, n)) if h else None)
+    wanted = need_heldout and cfg.eval.learning_samples > 0
+    return train, (load_data(cfg, resolution, h) if wanted else None)
+
+
+def reference_images(ds: Dataset, n: int, seed: int) -> torch.Tensor:
+    """n images of ``ds`` (a fixed random subset, without flips), stacked (n, C, H, W)."""
+    n = min(n, len(ds))  # type: ignore[arg-type]
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]  # type: ignore[arg-type]
+    items = [ds[int(i)] for i in idx]
+    return torch.stack([torch.as_tensor(x[0] if isinstance(x, (tuple, list)) else x) for x in items]).float()
+
+
+class Evaluations:
+    """The grid, learning measure and FID of one run (the FID network is built on first use)."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, progress: bool) -> None:
+        self.cfg, self.device, self.progress = cfg, device, progress
+        self._fid: Any = None
+
+    def grid(self, model: ConsistencyModel, path: Path) -> Path:
+        """``eval.grid`` one-step samples from fixed noise, tiled into ``path``."""
+        n = self.cfg.eval.grid
+        x = sample_all(model, n, steps=1, seed=self.cfg.seed + GRID_SEED_OFFSET,
+                       batch_size=min(n, self.cfg.eval.batch_size))
+        return save_grid(x, path)
+
+    def learning(self, model: ConsistencyModel, train: Dataset, heldout: Dataset | None, step: int,
+                 initial: bool) -> dict[str, float]:
+        """:func:`data_distance` of 1- and 2-step samples to held-out data, plus (initially) the noise floor."""
+        if heldout is None:
+            raise ValueError("eval.learning_samples > 0 needs held-out images: set data.heldout (a split name or "
+                             "a number of training images to hold out), or eval.learning_samples=0")
+        seed = self.cfg.seed
+        ref = reference_images(heldout, self.cfg.eval.learning_samples, seed)
+        out: dict[str, float] = {"step": step}
+        for steps in (1, 2):
+            x = sample_all(model, len(ref), steps=steps, seed=seed + EVAL_SEED_OFFSET,
+                           batch_size=self.cfg.eval.batch_size).cpu()
+            out.update({f"{k}_{steps}step": v for k, v in data_distance(x, ref).items()})
+        if initial:
+            floor = data_distance(reference_images(train, len(ref), seed + 1), ref)
+            out.update({f"{k}_floor": v for k, v in floor.items()})
+        return out
+
+    def fid(self, model: nn.Module, step: int, info: DistInfo) -> dict[str, float]:
+        """FID of ``model`` for each of ``eval.fid_steps``; every rank takes part (it shards the samples)."""
+        from ..metrics import FIDEvaluator
+
+        e = self.cfg.eval
+        if self._fid is None:
+            for turn in (True, False):  # rank 0 first: it computes and caches the reference statistics
+                if info.is_main == turn:
+                    self._fid = FIDEvaluator(e.fid_ref, e.fid_samples, batch_size=e.fid_batch_size,
+                                             device=self.device, progress=self.progress and turn)
+                barrier(info)
+        assert self._fid is not None
+        row: dict[str, float] = {"step": step}
+        for steps in e.fid_steps:
+            row[f"fid_{steps}step"] = float(self._fid.evaluate(model, steps=steps, seed=self.cfg.seed))
+        return row
