@@ -36,7 +36,6 @@ import datetime as _dt
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -213,8 +212,8 @@ def train_run(plan: dict[str, Any], log: Callable[[str], None]) -> list[dict[str
             row["command"] = shlex.join(cmd)
         log(f"{who}: training phase {i + 1}/{len(plan['phases'])}, {ph['steps']} steps -> {ph['log']}")
         t0 = time.perf_counter()
-        rc = _run_logged(cmd, Path(ph["log"]), lambda: log(f"{who}: phase {i + 1} at step {_last_step(folder)}/"
-                                                             f"{ph['steps']}"))
+        rc = _run_logged(cmd, Path(ph["log"]), lambda i=i, folder=folder, ph=ph: log(
+            f"{who}: phase {i + 1} at step {_last_step(folder)}/{ph['steps']}"))
         row.update(skipped=False, wall_s=time.perf_counter() - t0, returncode=rc)
         done.append(row)
         if rc != 0 or not Path(ph["final"]).is_file():

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 SAMPLE_SEED = 12345  # the noise of every evaluation: same images index by index for every checkpoint

@@ -56,9 +56,11 @@ def markdown(results: dict[str, Any]) -> str:
              f"{s['jobs']} runs side by side, one thread each | total wall {results['wall_s'] / 60:.1f} min", "",
              f"Each run: {s['images']:,} images seen (batch {s['batch']}), {s['points']} evaluation points, EMA "
              f"weights. fd8: 8x8-pooled Frechet distance of {ev['n']:,} samples to {ev['n']:,} held-out images "
-             f"({ev['fd8_source']} [{ev['fd8_heldout']}]). FID@{ev['n_fid']:,}: TF-Inception against the first "
-             f"{ev['n_fid']:,} training images of {ev['fid_ref']}"
-             f"{' at every point' if s['fid_every_point'] else ' at the final point'}. Values: mean ± half-range "
+             f"({ev['fd8_source']} [{ev['fd8_heldout']}]). "
+             + (f"FID@{ev['n_fid']:,}: TF-Inception against the first {ev['n_fid']:,} training images of "
+                f"{ev['fid_ref']}{' at every point' if s['fid_every_point'] else ' at the final point'}. "
+                if ev["n_fid"] > 0 else "FID: off. ")
+             + f"Values: mean ± half-range "
              f"over seeds {s['seeds']}; lower is better. Compare FID only at equal N (small N biases it upward).",
              "", "| recipe | images seen | fd8 1-step | fd8 2-step | FID 1-step | FID 2-step | per seed "
              "(fd8 1/2, FID 1/2) | train wall / run |", "|---|---|---|---|---|---|---|---|"]
@@ -75,7 +77,7 @@ def markdown(results: dict[str, Any]) -> str:
         for (phase, images), pts in sorted(_points(runs).items()):
             lines.append(f"| {recipe} | {phase} | {images:,} | "
                          + " | ".join(_spread([p.get(mm) for p in pts]) for mm in METRICS) + " |")
-    errors = [f"{r['recipe']} seed{r['seed']}: {r['error']}" for r in results["runs"] if r.get("error")]
+    errors = [r["error"] for r in results["runs"] if r.get("error")]  # each names its recipe and seed
     if errors:
         lines += ["", "Failed runs: " + "; ".join(errors)]
     lines += ["", "Runs: " + ", ".join(f"`{r['dir']}`" for r in results["runs"])]
