@@ -153,7 +153,8 @@ def plan_run(s: Settings, name: str, seed: int) -> dict[str, Any]:
                 f"batch_size={s.batch}", f"checkpoint_every={min(interval, n_steps)}", "keep_checkpoints=0",
                 "data.heldout=test"]
         cmd += SIZE_OVERRIDES[s.size] + recipe["overrides"] + list(ph.get("overrides", [])) + s.overrides
-        plan["phases"].append({"dir": str(folder), "steps": n_steps, "images_offset": offset, "final": str(final),
+        plan["phases"].append({"dir": str(folder), "steps": n_steps, "every": min(interval, n_steps),
+                               "images_offset": offset, "final": str(final),
                                "command": cmd, "log": str(folder / "train.log")})
         offset += n_steps * s.batch
     plan["images"] = offset
@@ -241,8 +242,8 @@ def eval_points(s: Settings, plan: dict[str, Any], grid: bool) -> list[dict[str,
         ckpts = sorted((int(PERIODIC.search(p.name).group(1)), p)
                        for p in (Path(ph["dir"]) / "checkpoints").glob("step_*.pt"))
         for step, path in ckpts:
-            if step > ph["steps"]:
-                continue
+            if step > ph["steps"] or (step % ph["every"] and step != ph["steps"]):
+                continue  # e.g. the checkpoint an interrupted run wrote on its way out
             last = i == len(plan["phases"]) - 1 and step == ph["steps"]
             points.append({"path": str(path), "phase": i + 1, "step": step,
                            "images": ph["images_offset"] + step * s.batch, "final": last,
@@ -335,10 +336,16 @@ def run_quality(s: Settings, *, dry_run: bool = False, log: Callable[[str], None
         with lock:
             log(f"[quality {time.perf_counter() - t0:6.0f}s] {msg}")
 
-    with cf.ThreadPoolExecutor(max_workers=max(1, s.jobs)) as pool:
+    pool = cf.ThreadPoolExecutor(max_workers=max(1, s.jobs))
+    try:
         ref = pool.submit(prepare_reference, s, say)
         futures = [pool.submit(run_one, s, p, ref, say) for p in plans]
         runs = [f.result() for f in futures]
+    except KeyboardInterrupt:  # the training subprocesses got the signal too: they checkpoint and stop
+        pool.shutdown(wait=True, cancel_futures=True)
+        say("interrupted: rerun the same command to continue (finished runs and scores are kept)")
+        raise
+    pool.shutdown()
     results = {"kind": "quality", "tag": s.tag, "size": s.size, "timestamp": started,
                "wall_s": time.perf_counter() - t0, "machine": machine_info(device),
                "settings": {k: v for k, v in asdict(s).items() if k != "python"},
