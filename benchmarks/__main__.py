@@ -1,13 +1,21 @@
-"""``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``."""
+"""``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``, or
+``python -m benchmarks quality ...`` (training-quality study; see ``python -m benchmarks quality --help``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .runner import SECTIONS, run
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["quality"]:
+        from .quality import main as quality_main
+
+        quality_main(argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="minutes on a CPU (default)")

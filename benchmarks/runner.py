@@ -66,11 +66,14 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
 
 
 def write_report(json_path: str | Path, results: dict[str, Any] | None = None, *, plot_png: bool = True) -> str:
-    """Write the Markdown report (and plot) beside a results JSON; returns the Markdown."""
+    """Write the Markdown report (and plot) beside a results JSON (either benchmark); returns the Markdown."""
     json_path = Path(json_path)
     results = results if results is not None else json.loads(json_path.read_text())
-    text = markdown(results)
+    render, draw = markdown, plot
+    if results.get("kind") == "quality":  # ``python -m benchmarks quality``
+        from .quality_report import markdown as render, plot as draw  # noqa: F811
+    text = render(results)
     json_path.with_suffix(".md").write_text(text)
     if plot_png:
-        plot(results, json_path.with_suffix(".png"))
+        draw(results, json_path.with_suffix(".png"))
     return text

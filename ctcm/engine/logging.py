@@ -97,7 +97,7 @@ def loss_panels(columns: list[str], labels: list[str]) -> list[list[str]]:
 def plot_losses(csv_path: str | Path, path: str | Path, labels: list[str]) -> Path | None:
     """Loss curves against step from ``train.csv``, log scale: the total ``loss`` and each term of
     ``labels`` (an objective's :meth:`~ctcm.Objective.labels`) in one panel, the terms' extra logs
-    (columns ``label/key``) in a second panel when there are any."""
+    (columns ``label/key``) in a second panel when there are any; log scale unless a value is <= 0."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -110,11 +110,12 @@ def plot_losses(csv_path: str | Path, path: str | Path, labels: list[str]) -> Pa
         return None
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 4 * len(panels)), squeeze=False)
     for ax, keys in zip(axes[:, 0], panels):
-        for k in keys:
-            ys = np.asarray(cols[k])
-            if np.isfinite(ys).any() and (ys[np.isfinite(ys)] > 0).all():
-                ax.plot(cols["step"], ys, label=k)
-        ax.set_yscale("log")
+        series = {k: np.asarray(cols[k]) for k in keys if np.isfinite(np.asarray(cols[k])).any()}
+        for k, ys in series.items():
+            ax.plot(cols["step"], ys, label=k)
+        # log scale when every value is positive; a loss that can go negative (sCM's adaptive weighting) is linear
+        positive = all((ys[np.isfinite(ys)] > 0).all() for ys in series.values())
+        ax.set_yscale("log" if positive else "linear")
         _label(ax, "loss" if ax is axes[0, 0] else "term logs")
     return _save(fig, path)
 

@@ -1,0 +1,138 @@
+"""Evaluate a run's checkpoints for ``python -m benchmarks quality`` (run as a subprocess, one thread).
+
+    python -m benchmarks.quality_eval SPEC.json
+
+SPEC holds ``checkpoints`` (``[{path, fid, grid}]``) and the settings below. For each checkpoint the EMA model
+draws ``n`` samples with 1 and with 2 steps (fixed noise: the same for every checkpoint and run); fd8 is their
+Frechet distance to ``n`` held-out images on 8x8 pooled pixels (:mod:`ctcm.engine.evaluate`), FID (when the
+entry's ``fid`` is set and ``n_fid`` > 0) the TF-Inception FID of the same samples against the cached statistics
+of the first ``n_fid`` training images of ``fid_ref``. Results go to ``<checkpoint stem>.quality.json`` beside
+the checkpoint and are reused while the settings match. ``grid``: also save the first 64 samples of each
+step count as ``<checkpoint stem>.grid<k>step.png``. With no checkpoints it only builds the FID reference cache.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SAMPLE_SEED = 12345  # the noise of every evaluation: same images index by index for every checkpoint
+REF_SEED = 0  # which held-out images form the fd8 reference
+STEPS = (1, 2)
+
+
+def result_path(checkpoint: str | Path) -> Path:
+    return Path(checkpoint).with_suffix(".quality.json")
+
+
+def grid_path(checkpoint: str | Path, steps: int) -> Path:
+    return Path(checkpoint).with_suffix(f".grid{steps}step.png")
+
+
+def signature(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the cached numbers depend on besides the checkpoint."""
+    return {k: spec[k] for k in ("n", "n_fid", "fd8_source", "fd8_heldout", "fid_ref")} | {"sample_seed": SAMPLE_SEED}
+
+
+def load_cached(checkpoint: str | Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    path = result_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("settings") == signature(spec) else None
+
+
+def fd8_reference(source: str, heldout: str | int, n: int) -> torch.Tensor:
+    """n held-out images (a fixed random subset): split ``heldout`` of ``source``, or its last ``heldout``
+    training images when ``heldout`` is a number (sources without a test split, e.g. ``embedded``)."""
+    from torch.utils.data import Subset
+
+    from ctcm.data import build_dataset
+    from ctcm.engine.trainer import reference_images
+
+    if isinstance(heldout, int) or str(heldout).isdigit():
+        train = build_dataset(source, 32, flip=False, split="train")
+        h = int(heldout)
+        ds = Subset(train, range(len(train) - h, len(train)))
+    else:
+        ds = build_dataset(source, 32, flip=False, split=str(heldout))
+    return reference_images(ds, n, REF_SEED)
+
+
+def fid_reference(spec: dict[str, Any]) -> Any:
+    """Statistics of the first ``n_fid`` training images of ``fid_ref`` (ctcm's cache; computed on a miss)."""
+    from ctcm.metrics import load_or_compute_statistics
+
+    return load_or_compute_statistics(spec["fid_ref"], num=spec["n_fid"], split="train", device=spec["device"],
+                                      batch_size=spec["batch_size"], progress=False, distributed=False)
+
+
+def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any], ref: torch.Tensor,
+                        fid_net: Any, fid_ref: Any) -> dict[str, Any]:
+    from ctcm import load_checkpoint
+    from ctcm.engine.evaluate import data_distance
+    from ctcm.engine.generate import sample_all
+    from ctcm.engine.logging import save_grid
+    from ctcm.metrics import frechet_distance, statistics_from_features, to_uint8
+    from ctcm.metrics.stats import extract_features
+
+    t0 = time.perf_counter()
+    device = torch.device(spec["device"])
+    model = load_checkpoint(path, weights="ema", map_location=device).eval()
+    step = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    out: dict[str, Any] = {"checkpoint": str(path), "step": step}
+    bs = spec["batch_size"]
+    for k in STEPS:
+        n = max(spec["n"], spec["n_fid"] if entry.get("fid") else 0)
+        x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=bs, device=device).float().cpu()
+        out[f"fd8_{k}step"] = data_distance(x[:spec["n"]], ref)["fd8"]
+        if entry.get("fid") and spec["n_fid"] > 0:
+            xs = x[:spec["n_fid"]]
+            batches = (to_uint8(xs[i:i + bs]).permute(0, 2, 3, 1).numpy() for i in range(0, len(xs), bs))
+            feats = extract_features(batches, fid_net, num_batches=-(-len(xs) // bs), progress=False,
+                                     distributed=False)
+            s = statistics_from_features(feats)
+            out[f"fid_{k}step"] = frechet_distance(s.mu, s.sigma, fid_ref.mu, fid_ref.sigma)
+        if entry.get("grid"):
+            save_grid(x[:64], grid_path(path, k))
+    out["eval_s"] = time.perf_counter() - t0
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    torch.set_num_threads(int(spec.get("threads", 1)))
+    todo = [e for e in spec["checkpoints"]
+            if (c := load_cached(e["path"], spec)) is None or (e.get("fid") and spec["n_fid"] > 0 and "fid_1step" not in c)
+            or (e.get("grid") and not grid_path(e["path"], 1).is_file())]
+    fid_net = fid_ref = None
+    if spec["n_fid"] > 0 and (not spec["checkpoints"] or any(e.get("fid") for e in todo)):
+        from ctcm.metrics import InceptionFeatures
+
+        fid_ref = fid_reference(spec)  # Inception is loaded here only when the cache misses
+        print(f"FID reference: first {spec['n_fid']} training images of {spec['fid_ref']}", flush=True)
+        if any(e.get("fid") for e in todo):
+            fid_net = InceptionFeatures(None, spec["device"])
+    ref = fd8_reference(spec["fd8_source"], spec["fd8_heldout"], spec["n"]) if todo else None
+    for e in todo:
+        path = Path(e["path"])
+        row = evaluate_checkpoint(path, e, spec, ref, fid_net, fid_ref)
+        row["settings"] = signature(spec)
+        tmp = result_path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=1))
+        tmp.replace(result_path(path))
+        print(json.dumps({k: v for k, v in row.items() if k != "settings"}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""The recipes of ``python -m benchmarks quality``: data only, one entry per named recipe.
+
+Each recipe is ``name -> {label, config, overrides, phases}``:
+
+- ``label``: a short description for the report.
+- ``config``: the YAML the run starts from; ``None`` takes the size's default (:data:`DEFAULT_CONFIGS`).
+- ``overrides``: ``key.sub=value`` strings passed to ``examples/cifar10/train.py`` after the benchmark's own
+  budget settings (steps, batch size, seed, checkpoints), so do not set those here.
+- ``phases`` (optional): a list of ``{fraction, overrides, init_from_previous}``. The image budget is split by
+  ``fraction``; every phase but the last trains in ``<run>/phase<i>``, the last in ``<run>``. A phase with
+  ``init_from_previous`` starts with ``--init-from <previous phase>/checkpoints/latest.pt``. A phase's
+  overrides come after the recipe's. Its points sit on the images-seen axis after the earlier phases' images.
+- ``extends`` (optional): another recipe's name; its overrides (and phases) come first, then this entry's.
+
+Budget-relative settings: in an override, ``$STEPS`` is the phase's number of optimiser steps and ``$STEPS/N``
+its integer division by N, so a curriculum (ECT's stages, sCM's warm-up) is set by the budget it runs in.
+
+``default`` is ``tiny.yaml`` / ``default_cifar.yaml`` unchanged (the original design's objective). ``unet`` and
+``fno`` put the winning recipe (``ect``, docs/results.md) on the peer backbones at matched parameter counts
+(complex weights counted twice): on the tiny CPU model (WFNO 118,019 parameters) a U-Net of 122,145 and an
+FNO of 118,075; on the full model the recipes ``unet-cifar`` and ``fno-cifar`` are already matched to
+``wfno-cifar`` (30.5M / 30.4M / 30.4M).
+"""
+
+from __future__ import annotations
+
+DEFAULT_CONFIGS = {"cpu": "examples/cifar10/configs/tiny.yaml", "gpu": "examples/cifar10/configs/default_cifar.yaml"}
+
+# the backbone swap at matched parameters, per size (a string or a list of overrides; a backbone with another
+# `name` replaces the config's, see ctcm.config.merge)
+PEER_BACKBONES = {
+    "cpu": {
+        "unet": "model.backbone={name: unet, model_channels: 10, channel_mult: [1, 2, 2], num_res_blocks: 1, "
+                "attn_levels: [], emb_dim: 64}",
+        "fno": "model.backbone={name: fno, width: 26, n_layers: 2, modes: 8}",
+    },
+    # the recipe's own backbone (replacing default_cifar.yaml's WFNO-only spectral_weight_drop)
+    "gpu": {"unet": ["recipe=unet-cifar", "model.backbone={name: unet}"],
+            "fno": ["recipe=fno-cifar", "model.backbone={name: fno}"]},
+}
+
+ECT = ("objective=[{name: consistency, gap: {name: ect, stage_steps: $STEPS/4}, distance: pseudo_huber, "
+       "weighting: inv_dsigma}]")
+
+RECIPES: dict[str, dict] = {
+    "default": {
+        "label": "(a) today's default: consistency (uniform gap) + 0.1 tangent",
+        "config": None,
+        "overrides": [],
+    },
+    "ect": {
+        "label": "(b) ECT curriculum: 4 stages, pseudo-Huber, 1/(s - s') weighting",
+        "config": None,
+        "overrides": [ECT],
+    },
+    "scm": {
+        "label": "(c) sCM on TrigFlow, adaptive weighting, warm-up 10% of the steps",
+        "config": None,
+        "overrides": ["model.schedule={name: trigflow}", "objective=[{name: scm, warmup_steps: $STEPS/10}]"],
+    },
+    "denoise-ect": {
+        "label": "(d) denoising warm start (half the images), then (b)",
+        "config": None,
+        "overrides": [],
+        "phases": [
+            {"fraction": 0.5, "init_from_previous": False, "overrides": ["objective=[{name: denoising}]"]},
+            {"fraction": 0.5, "init_from_previous": True, "overrides": [ECT]},
+        ],
+    },
+    "unet": {
+        "label": "(b) on the U-Net (matched parameters)",
+        "extends": "ect",
+        "config": None,
+        "overrides": ["@backbone:unet"],
+    },
+    "fno": {
+        "label": "(b) on the FNO (matched parameters)",
+        "extends": "ect",
+        "config": None,
+        "overrides": ["@backbone:fno"],
+    },
+}
+
+DEFAULT_RECIPES = ("default", "ect", "scm", "denoise-ect")

@@ -1,0 +1,108 @@
+"""``python -m benchmarks quality``: run plans and commands (fast), and the whole loop on a tiny size (slow)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks/` lives at the repo root
+
+import pytest  # noqa: E402
+
+from benchmarks import quality  # noqa: E402
+from benchmarks.quality import Settings, plan_run, resolve_recipe, run_quality, train_run  # noqa: E402
+
+TWO_PHASE = {"label": "two phases", "config": None, "overrides": [],
+             "phases": [{"fraction": 0.5, "overrides": ["optim.lr=1e-3"], "init_from_previous": False},
+                        {"fraction": 0.5, "overrides": [], "init_from_previous": True}]}
+TINY = ["model.backbone.width=8", "model.backbone.modes=4", "model.backbone.emb_dim=16", "eval.grid=16",
+        "optim.warmup_steps=2"]
+
+
+def _settings(tmp_path: Path, **kw) -> Settings:
+    base = dict(size="cpu", images=64, batch=8, points=2, jobs=2, n=16, n_fid=0, data="embedded", fd8_heldout=200,
+                recipes=["default", "two"], seeds=[0], overrides=TINY, out=str(tmp_path), tag="test")
+    return Settings(**{**base, **kw})
+
+
+def test_plans_commands_and_two_phase_layout(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(quality.RECIPES, "two", TWO_PHASE)
+    s = _settings(tmp_path, images=96, points=4)
+    one, two = plan_run(s, "default", 1), plan_run(s, "two", 1)
+    assert one["dir"] == str(tmp_path / "runs" / "cpu" / "default" / "seed1") and len(one["phases"]) == 1
+    cmd = one["phases"][0]["command"]
+    for arg in ("--no-progress", "threads=1", "seed=1", "eval.learning_samples=0", "eval.fid_every=0", "steps=12",
+                "batch_size=8", "checkpoint_every=3", "keep_checkpoints=0", "data.heldout=test"):
+        assert arg in cmd
+    assert cmd[cmd.index("--data") + 1] == "embedded" and cmd[-len(TINY):] == TINY
+    p1, p2 = two["phases"]
+    assert p1["dir"] == str(Path(two["dir"]) / "phase1") and p2["dir"] == two["dir"]
+    assert (p1["steps"], p2["steps"], p2["images_offset"], two["images"]) == (6, 6, 48, 96)
+    assert "--init-from" not in p1["command"] and "optim.lr=1e-3" in p1["command"]
+    assert p2["command"][p2["command"].index("--init-from") + 1] == str(Path(p1["dir"]) / "checkpoints" / "latest.pt")
+    # the peer backbones expand per size
+    assert any(o.startswith("model.backbone={name: unet") for o in resolve_recipe("unet", "cpu")["overrides"])
+    assert "recipe=fno-cifar" in resolve_recipe("fno", "gpu")["overrides"]
+    # budget-relative settings follow each phase's steps
+    assert quality.budget("gap: {name: ect, stage_steps: $STEPS/4}", 2000) == "gap: {name: ect, stage_steps: 500}"
+    ect = plan_run(s, "denoise-ect", 0)["phases"][1]["command"]
+    assert any("stage_steps: 1}" in a for a in ect)  # 6 steps // 4
+    # a run whose final checkpoints exist is not trained (runs started by hand with this layout are picked up)
+    for ph in two["phases"]:
+        Path(ph["final"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(ph["final"]).write_bytes(b"")
+    rows = train_run(two, log=lambda m: None)
+    assert [r["skipped"] for r in rows] == [True, True]
+    with pytest.raises(ValueError, match="unknown recipe"):
+        resolve_recipe("nope", "cpu")
+
+
+def _supports_init_from() -> bool:
+    from ctcm.engine.cli import parser
+
+    return any("--init-from" in a.option_strings for a in parser()._actions)
+
+
+def _have_fid_weights() -> bool:
+    from ctcm.metrics import FeatureNetworkError, find_weights
+
+    try:
+        find_weights(verify=False)
+        return True
+    except FeatureNetworkError:
+        return False
+
+
+@pytest.mark.slow
+def test_quality_end_to_end_on_embedded_data_then_cached(tmp_path, monkeypatch) -> None:
+    # train.py gains --init-from separately; until then phase 2 starts afresh (the same code path otherwise)
+    monkeypatch.setitem(quality.RECIPES, "two", {**TWO_PHASE, "phases": [
+        TWO_PHASE["phases"][0], {**TWO_PHASE["phases"][1], "init_from_previous": _supports_init_from()}]})
+    monkeypatch.setenv("CTCM_CACHE_DIR", str(tmp_path / "cache"))
+    n_fid = 6 if _have_fid_weights() else 0
+    s = _settings(tmp_path, n_fid=n_fid)
+    logs: list[str] = []
+    results = run_quality(s, log=logs.append)
+    assert all(r["error"] is None for r in results["runs"]), [r["error"] for r in results["runs"]]
+    stem = tmp_path / "quality-cpu-test"
+    for ext in (".json", ".md", ".png", "-samples-a.png", "-samples-two.png"):
+        assert Path(f"{stem}{ext}").stat().st_size > 0, ext
+    saved = json.loads(Path(f"{stem}.json").read_text())
+    runs = {r["recipe"]: r for r in saved["runs"]}
+    assert [p["images"] for p in runs["default"]["points"]] == [32, 64]
+    # points every 4 steps on the whole budget: phase 1's end, then phase 2's end offset by phase 1's 32 images
+    assert [(p["phase"], p["step"], p["images"]) for p in runs["two"]["points"]] == [(1, 4, 32), (2, 4, 64)]
+    for run in runs.values():
+        assert all(p["fd8_1step"] > 0 and p["fd8_2step"] > 0 for p in run["points"])
+        final = run["points"][-1]
+        assert final["final"] and (("fid_1step" in final and "fid_2step" in final) == (n_fid > 0))
+        assert not any("fid_1step" in p for p in run["points"][:-1])  # FID at the final point only (cpu size)
+    md = Path(f"{stem}.md").read_text()
+    assert "| a (today's default) | 64 |" in md and "| two (two phases) | 64 |" in md and md.count("| two | ") == 2
+    # a second invocation trains and evaluates nothing
+    logs.clear()
+    again = run_quality(s, log=logs.append)
+    assert not any("training phase" in m or "evaluating" in m for m in logs), logs
+    assert all(p["skipped"] for r in again["runs"] for p in r["phases"])
+    assert [p["fd8_1step"] for p in again["runs"][0]["points"]] == [p["fd8_1step"] for p in results["runs"][0]["points"]]
