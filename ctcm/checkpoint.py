@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write
-from .config import ModelConfig, from_dict, to_dict
+from .config import ModelConfig, from_dict, model_dict_from_v01, to_dict
 from .devices import parse_device
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
             f"model.load_state_dict(ctcm.read_checkpoint(path)['model'])"
         )
     try:
-        model = build(from_dict(ModelConfig, payload["config"]))
+        model = build(from_dict(ModelConfig, model_dict_from_v01(payload["config"])[0]))
     except RegistryError as exc:
         raise CheckpointError(f"cannot rebuild the model of {path}: {exc}{_registry_hint(exc)}") from exc
     state = payload["ema"]["model"] if weights == "ema" and payload["ema"] is not None else payload["model"]

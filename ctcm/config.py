@@ -88,6 +88,14 @@ class ModelConfig:
     resolution: int = 32
 
 
+def model_dict_from_v01(data: dict[str, Any]) -> tuple[dict[str, Any], list[Any] | None]:
+    """A stored 0.1 model section (``preset`` + ``objective`` inside the model) -> (ModelConfig data, the
+    objective terms it carried or None). Current model sections pass through unchanged."""
+    model = dict(data)
+    model.pop("preset", None)
+    return model, model.pop("objective", None)
+
+
 @dataclass
 class Recipe:
     """A model plus how to train it: the objective's terms (each with its time distribution / gap) and

@@ -108,3 +108,21 @@ def test_float64_model_round_trip(tmp_path):
     assert next(loaded.parameters()).dtype == torch.float64
     x, t = torch.randn(1, 3, 8, 8, dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
     assert torch.equal(model(x, t), loaded(x, t))
+
+
+def test_a_0_1_checkpoint_still_loads_and_resumes_its_config(tmp_path):
+    """0.1 stored the objective (and preset: null) inside the model section: the model is rebuilt from
+    what is left, and a resumed run recovers the objective terms from there."""
+    from ctcm.engine.resume import stored_train_config
+
+    model = tiny_model()
+    path = ctcm.save_checkpoint(tmp_path / "new.pt", model, step=1, extra={"config": {"seed": 0}})
+    payload = torch.load(path, weights_only=True)
+    terms = [{"name": "consistency", "weight": 1.0, "delta_max": 0.1}]
+    payload["config"] = {**payload["config"], "preset": None, "objective": terms}
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)  # the checksum covers tensors only, so it still holds
+    again = ctcm.load_checkpoint(old)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    stored = stored_train_config(ctcm.read_checkpoint(old))
+    assert stored["objective"] == terms and "objective" not in stored["model"] and "preset" not in stored["model"]

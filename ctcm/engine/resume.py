@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, model_dict_from_v01
 
 # dotted prefixes of the resolved config that a resumed run must keep
 FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout")
@@ -26,10 +26,9 @@ def stored_train_config(payload: dict[str, Any]) -> dict[str, Any]:
     """The resolved run config of a checkpoint: ``extra.config`` plus the model section rebuilt from
     ``config`` (checkpoints written before the split carry the model section in ``extra.config`` too)."""
     stored = dict(payload["extra"]["config"])
-    model = dict(stored.get("model") or payload["config"])
-    model.pop("preset", None)  # a 0.1 checkpoint: the model section named a preset and held the objective
-    if "objective" in model:
-        stored.setdefault("objective", model.pop("objective"))
+    model, objective = model_dict_from_v01(stored.get("model") or payload["config"])  # 0.1: objective in model
+    if objective is not None:
+        stored.setdefault("objective", objective)
     stored["model"] = model
     return stored
 
