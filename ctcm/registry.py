@@ -170,7 +170,7 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ArgumentError(f"{what} got unknown argument(s) {unknown}. Valid arguments: {valid}. (Switching "
-                            f"to another backbone? Its keys replace the preset's: give only keys it takes.)")
+                            f"to another backbone? Its keys merge into the recipe's: give only keys it takes.)")
 
 
 def _describe(obj: object) -> str:

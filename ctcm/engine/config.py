@@ -2,9 +2,10 @@
 
 A run is described by one :class:`TrainConfig`, resolved once by :func:`load_train_config`: the recipe's
 defaults (``recipe: wfno-cifar``: its model, objective and optimiser/EMA settings) <- the YAML file <-
-command-line ``key.sub=value`` overrides, all with the one merge rule :func:`ctcm.config.merge`. The result
-is fully explicit (every component named with all its arguments); it is what runs and checkpoints store,
-and it rebuilds the run without the recipe (``resolved=True``).
+command-line ``key.sub=value`` overrides (applied to the YAML before the merge), all with the one merge rule
+:func:`ctcm.config.merge`. The result names every component with every argument the recipe and the YAML give
+(arguments left out keep the code's defaults); it is what runs and checkpoints store, and it rebuilds the
+run without the recipe (``resolved=True``).
 """
 
 from __future__ import annotations
