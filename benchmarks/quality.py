@@ -242,11 +242,11 @@ def eval_spec(s: Settings) -> dict[str, Any]:
 
 def eval_points(s: Settings, plan: dict[str, Any], grid: bool) -> list[dict[str, Any]]:
     """Every periodic checkpoint of every phase, with its images-seen position."""
-    from ctcm.engine.state import PERIODIC
+    from ctcm.engine.rundir import step_of
 
     points = []
     for i, ph in enumerate(plan["phases"]):
-        ckpts = sorted((int(PERIODIC.search(p.name).group(1)), p)
+        ckpts = sorted((step_of(p.name), p)
                        for p in (Path(ph["dir"]) / "checkpoints").glob("step_*.pt"))
         for step, path in ckpts:
             if step > ph["steps"] or (step % ph["every"] and step != ph["steps"]):

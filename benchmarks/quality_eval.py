@@ -56,7 +56,7 @@ def fd8_reference(source: str, heldout: str | int, n: int) -> torch.Tensor:
     from torch.utils.data import Subset
 
     from ctcm.data import build_dataset
-    from ctcm.engine.trainer import reference_images
+    from ctcm.engine.evaluations import reference_images
 
     if isinstance(heldout, int) or str(heldout).isdigit():
         train = build_dataset(source, 32, flip=False, split="train")
@@ -79,9 +79,9 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
                         fid_net: Any, fid_ref: Any) -> dict[str, Any]:
     from ctcm import load_checkpoint
     from ctcm.engine.evaluate import data_distance
-    from ctcm.engine.generate import sample_all
     from ctcm.engine.logging import save_grid
-    from ctcm.metrics import frechet_distance, statistics_from_features, to_uint8
+    from ctcm.metrics import frechet_distance, statistics_from_features
+    from ctcm.sampling import sample_all, to_uint8
     from ctcm.metrics.stats import extract_features
 
     t0 = time.perf_counter()
@@ -92,11 +92,11 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     bs = spec["batch_size"]
     for k in STEPS:
         n = max(spec["n"], spec["n_fid"] if entry.get("fid") else 0)
-        x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=bs, device=device).float().cpu()
+        x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
         out[f"fd8_{k}step"] = data_distance(x[:spec["n"]], ref)["fd8"]
         if entry.get("fid") and spec["n_fid"] > 0:
             xs = x[:spec["n_fid"]]
-            batches = (to_uint8(xs[i:i + bs]).permute(0, 2, 3, 1).numpy() for i in range(0, len(xs), bs))
+            batches = (to_uint8(xs[i:i + bs]) for i in range(0, len(xs), bs))  # (b, H, W, C) uint8
             feats = extract_features(batches, fid_net, num_batches=-(-len(xs) // bs), progress=False,
                                      distributed=False)
             s = statistics_from_features(feats)

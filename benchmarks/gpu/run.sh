@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (project root), in the last of the calls described in benchmarks/gpu/README.md.
+#   benchmarks/gpu/run.sh quality     issue 11: python -m benchmarks quality --size gpu (default vs ECT winner)
+#   benchmarks/gpu/run.sh speed       issue 10: python -m benchmarks --gpu-check
+# Results go to $OUT (at most 8 files come back).
+set -euo pipefail
+what=${1:?quality or speed}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > /dev/null  # entry points
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+case "$what" in
+  quality)
+    cat .gpu/inception.part-* > /tmp/default_1.pt
+    export CTCM_FID_WEIGHTS=/tmp/default_1.pt
+    python3 -m benchmarks quality --size gpu --data .gpu/cifar10-train.zip --fd8-heldout 5000 \
+        --recipes default,ect --seeds 0,1 --out /tmp/quality --tag gpu 2>&1 | tee "$OUT/quality.log"
+    cp /tmp/quality/quality-gpu-gpu.json /tmp/quality/quality-gpu-gpu.md /tmp/quality/quality-gpu-gpu.png "$OUT"/
+    cp /tmp/quality/quality-gpu-gpu-samples-ect.png "$OUT"/ 2>/dev/null || true
+    ;;
+  speed)
+    python3 -m benchmarks --gpu-check --device cuda --out "$OUT" 2>&1 | tee "$OUT/speed.log"
+    ;;
+  *) echo "unknown: $what (quality or speed)"; exit 2 ;;
+esac
+ls -l "$OUT"
