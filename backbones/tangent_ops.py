@@ -9,8 +9,6 @@ tested against ``torch.func.jvp`` in float64.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,28 +25,36 @@ def linear_pair(layer: nn.Module, z: Tensor, dz: Tensor) -> Pair:
     return y, dy
 
 
+def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
+    """GroupNorm without its affine map, and its tangent (Eq. 20): with y = (h - mu) / s per (sample, group),
+    dy = (dh - mean(dh) - y mean(y dh)) / s. Statistics in float32 at least (bf16 / fp16 inputs are
+    promoted: a bf16 variance loses the tangent's cancellations). Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
+    compute = torch.promote_types(h.dtype, torch.float32)
+    h, dh = h.to(compute), dh.to(compute)
+    b, c = h.shape[:2]
+    y, _, rstd = torch.native_group_norm(h, None, None, b, c, h[0, 0].numel(), groups, eps)
+    yg, dhg = y.view(b, groups, -1), dh.reshape(b, groups, -1)
+    rstd = rstd[..., None]
+    mean_dh = dhg.mean(-1, keepdim=True)
+    mean_ydh = torch.einsum("bgn,bgn->bg", yg, dhg)[..., None] / yg.shape[-1]  # one pass, no y * dh temporary
+    dy = torch.addcmul(torch.addcmul(-rstd * mean_dh, dhg, rstd), yg, -rstd * mean_ydh)
+    return y, dy.view(h.shape)
+
+
 def group_norm_pair(norm: nn.GroupNorm, h: Tensor, dh: Tensor) -> Pair:
-    """GroupNorm and its tangent: with y_hat = (h - mu) / s per (sample, group),
-    d y_hat = (dh - mean(dh) - y_hat mean(y_hat dh)) / s, and the affine map scales it by gamma."""
-    b = h.shape[0]
-    hg, dhg = h.reshape(b, norm.num_groups, -1), dh.reshape(b, norm.num_groups, -1)
-    mu = hg.mean(-1, keepdim=True)
-    rstd = torch.rsqrt(hg.var(-1, unbiased=False, keepdim=True) + norm.eps)
-    y_hat = (hg - mu) * rstd
-    dy_hat = (dhg - dhg.mean(-1, keepdim=True) - y_hat * (y_hat * dhg).mean(-1, keepdim=True)) * rstd
-    shape = (1, -1) + (1,) * (h.ndim - 2)
-    y, dy = y_hat.reshape(h.shape), dy_hat.reshape(h.shape)
+    """GroupNorm and its tangent: :func:`normalize_pair`, then the affine map (which scales the tangent by gamma)."""
+    y, dy = normalize_pair(h, dh, norm.num_groups, norm.eps)
     if norm.affine:
-        y = y * norm.weight.view(shape) + norm.bias.view(shape)
+        shape = (1, -1) + (1,) * (h.ndim - 2)
+        y = torch.addcmul(norm.bias.view(shape), y, norm.weight.view(shape))
         dy = dy * norm.weight.view(shape)
     return y, dy
 
 
 def gelu_pair(u: Tensor, du: Tensor) -> Pair:
-    """GELU (exact, erf form) and its tangent: gelu'(u) = Phi(u) + u phi(u)."""
-    cdf = 0.5 * (1.0 + torch.erf(u * (1.0 / math.sqrt(2.0))))
-    pdf = torch.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
-    return u * cdf, (cdf + u * pdf) * du
+    """GELU (exact, erf form) and its tangent gelu'(u) du, gelu'(u) = Phi(u) + u phi(u): the tangent is
+    GELU's own backward kernel applied to du (one fused pass, differentiable)."""
+    return F.gelu(u), torch.ops.aten.gelu_backward(du, u)
 
 
 def sequential_pair(seq: nn.Sequential, z: Tensor, dz: Tensor) -> Pair:
