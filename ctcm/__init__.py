@@ -13,7 +13,7 @@ from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConf
 from .ema import EMA
 from .interfaces import Backbone, ComplexSafeModule, NoiseSchedule
 from .jvp import total_derivative
-from .model import ConsistencyModel
+from .model import ConsistencyModel, compile_backbone
 from .objective import LossOutput, Objective, ObjectiveContext, WeightedSum
 from .registry import (
     RegistryError,
@@ -37,7 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backbone", "CheckpointError", "ComplexSafeModule", "ComponentConfig", "ConfigError", "ConsistencyModel",
     "EMA", "LossOutput", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
-    "RegistryError", "WeightedSum", "build", "build_objective", "create_backbone", "create_objective",
+    "RegistryError", "WeightedSum", "build", "build_objective", "compile_backbone", "create_backbone", "create_objective",
     "create_schedule", "list_backbones", "list_models", "list_objectives", "list_schedules", "load_checkpoint",
     "preset_config", "read_checkpoint", "register_backbone", "register_objective", "register_preset",
     "register_schedule", "sample", "sample_onestep", "sample_twostep", "save_checkpoint", "total_derivative",

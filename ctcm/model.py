@@ -108,3 +108,20 @@ class ConsistencyModel(ComplexSafeModule):
         noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         x = sample(self, noise, times, generator=generator)
         return x.clamp(-1, 1) if clip else x
+
+
+def compile_backbone(model: ConsistencyModel, **options) -> ConsistencyModel:
+    """``torch.compile`` the hot path of a training step in place: the backbone's forward (with its
+    backward, through AOTAutograd) and, when it has one, its hand-written ``forward_and_tangent``.
+
+    The objectives evaluate the tangent and the no-grad target on the unwrapped model, so compiling the
+    wrapper alone (``torch.compile(model)``) would leave them eager. Parameters, ``state_dict`` and
+    checkpoints are unchanged. ``options`` go to ``torch.compile`` (e.g. ``mode``, ``fullgraph``).
+    Returns ``model``.
+    """
+    backbone = model.backbone
+    backbone.compile(**options)
+    rule = getattr(backbone, "forward_and_tangent", None)
+    if rule is not None:
+        backbone.forward_and_tangent = torch.compile(rule, **options)
+    return model

@@ -147,8 +147,9 @@ class Trainer:
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.compile:
-            self.wrapped = torch.compile(self.wrapped)
+        if cfg.compile:  # the backbone's forward, backward and tangent (the objectives call the unwrapped model)
+            from ..model import compile_backbone
+            compile_backbone(self.model)
         self._stop_signal: int | None = None
         self._fid_evaluator: Any = None
 
