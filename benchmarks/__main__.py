@@ -1,8 +1,10 @@
-"""``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``."""
+"""``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``, or
+``python -m benchmarks --gpu-check --out DIR`` (every GPU-speed target, 8 minutes of one GPU; ``--smoke`` for tiny sizes)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .runner import SECTIONS, run
 
@@ -13,6 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="minutes on a CPU (default)")
     size.add_argument("--full", dest="mode", action="store_const", const="full", help="the whole grid")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke", help="tiny sizes, seconds")
+    parser.add_argument("--gpu-check", action="store_true",
+                        help="the GPU-speed targets in one run (gpu-check.json/.md under --out); with --smoke: tiny sizes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     parser.add_argument("--tag", default=None, help="file stem (default: a machine tag)")
@@ -23,6 +27,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="measure nothing: rewrite the .md and .png of an existing results JSON")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
+    if args.gpu_check:
+        from .gpu_check import run_gpu_check
+
+        if args.mode not in (None, "smoke"):
+            parser.error("--gpu-check takes --smoke or no size flag")
+        run_gpu_check(args.device, args.out or ".", smoke=args.mode == "smoke", log=lambda s: print(s, flush=True))
+        print((Path(args.out or ".") / "gpu-check.md").read_text())
+        return
     if args.report:
         from .runner import write_report
 
