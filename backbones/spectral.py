@@ -7,7 +7,9 @@ and spectral weight-drop. ``NeuralopSpectralConv2d`` adapts neuraloperator's lay
 (float32 only: its forward allocates a complex64 output buffer). ``weight_from_neuralop`` maps a
 neuraloperator weight to ours; ``tests/test_spectral.py`` checks the two layers agree. The contraction
 (:func:`contract_modes`) is one batched matrix product over the kept modes: faster than ``einsum`` at
-identical outputs (``benchmarks/`` measures it as ``ctcm`` vs ``ctcm-einsum``).
+identical outputs (``benchmarks/`` measures it as ``ctcm`` vs ``ctcm-einsum``). The layer's default
+``transform="auto"`` computes the same function without FFTs or complex tensors (truncated real DFTs as
+matrix products, Eq. 21-23, :mod:`.dft`) wherever that is measured or known to be faster (:func:`use_dft`).
 """
 
 from __future__ import annotations
