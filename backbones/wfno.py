@@ -21,6 +21,14 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+def to_autocast_dtype(z: Tensor) -> Tensor:
+    """z in autocast's dtype when autocast is on (else unchanged): the block's fp32 activation feeds two
+    layers (3x3 convolution, spectral), and casting once beats autocast's cast per layer. Shapes: any."""
+    if torch.is_autocast_enabled(z.device.type):
+        return z.to(torch.get_autocast_dtype(z.device.type))
+    return z
+
+
 class WeightedFourierBlock(nn.Module):
     """h <- h + a_s * K(z) + a_1 * W_1 z + a_3 * W_3 z,  z = GELU(FiLM(GroupNorm(h), e)) (Eq. 18).
 
@@ -70,7 +78,7 @@ class WeightedFourierBlock(nn.Module):
         scale, shift = self.modulation(self.film(emb))
         y = F.group_norm(h, self.norm.num_groups, None, None, self.norm.eps)
         z = F.gelu(torch.addcmul(shift + self.norm.bias[:, None, None], y, scale + self.norm.weight[:, None, None]))
-        return h + self.local_bias() + self.local(z)
+        return h + self.local_bias() + self.local(to_autocast_dtype(z))
 
     def forward_and_tangent(self, h: Tensor, dh: Tensor, emb: Tensor, demb: Tensor) -> tuple[Tensor, Tensor]:
         """(block(h, emb), its directional derivative along (dh, demb)) by the rules of Eq. 20, with the
@@ -82,7 +90,7 @@ class WeightedFourierBlock(nn.Module):
         u = torch.addcmul(shift, y, scale)
         du = torch.addcmul(torch.addcmul(dshift, y, dscale), dy, scale)
         z, dz = gelu_pair(u, du)
-        out, dout = self.local(torch.cat([z, dz])).chunk(2)
+        out, dout = self.local(torch.cat([to_autocast_dtype(z), to_autocast_dtype(dz)])).chunk(2)
         return h + self.local_bias() + out, dh + dout
 
 
