@@ -25,20 +25,38 @@ def linear_pair(layer: nn.Module, z: Tensor, dz: Tensor) -> Pair:
     return y, dy
 
 
-def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
-    """GroupNorm without its affine map, and its tangent (Eq. 20): with y = (h - mu) / s per (sample, group),
-    dy = (dh - mean(dh) - y mean(y dh)) / s. Statistics in float32 at least (bf16 / fp16 inputs are
-    promoted: a bf16 variance loses the tangent's cancellations). Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
+def _group_stats(h: Tensor, dh: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """y = GroupNorm(h) without affine, and per (sample, channel) rstd, mean(dh), mean(y dh) of each channel's
+    group (B, C, 1, ...), in float32 at least (a bf16 variance loses the tangent's cancellations)."""
     compute = torch.promote_types(h.dtype, torch.float32)
     h, dh = h.to(compute), dh.to(compute)
     b, c = h.shape[:2]
     y, _, rstd = torch.native_group_norm(h, None, None, b, c, h[0, 0].numel(), groups, eps)
     yg, dhg = y.view(b, groups, -1), dh.reshape(b, groups, -1)
-    rstd = rstd[..., None]
-    mean_dh = dhg.mean(-1, keepdim=True)
-    mean_ydh = torch.einsum("bgn,bgn->bg", yg, dhg)[..., None] / yg.shape[-1]  # one pass, no y * dh temporary
-    dy = torch.addcmul(torch.addcmul(-rstd * mean_dh, dhg, rstd), yg, -rstd * mean_ydh)
-    return y, dy.view(h.shape)
+    mean_dh = dhg.mean(-1)
+    mean_ydh = torch.einsum("bgn,bgn->bg", yg, dhg) / yg.shape[-1]  # one pass, no y * dh temporary
+    shape = (b, c) + (1,) * (h.ndim - 2)
+    per_channel = lambda s: s.repeat_interleave(c // groups, dim=1).view(shape)  # noqa: E731
+    return y, per_channel(rstd), per_channel(mean_dh), per_channel(mean_ydh)
+
+
+def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
+    """GroupNorm without its affine map, and its tangent (Eq. 20): with y = (h - mu) / s per (sample, group),
+    dy = (dh - mean(dh) - y mean(y dh)) / s. Statistics in float32 at least (bf16 / fp16 inputs are
+    promoted). Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
+    y, rstd, mean_dh, mean_ydh = _group_stats(h, dh, groups, eps)
+    return y, torch.addcmul(torch.addcmul(-rstd * mean_dh, dh, rstd), y, -rstd * mean_ydh)
+
+
+def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: Tensor, shift: Tensor,
+                        dscale: Tensor, dshift: Tensor) -> Pair:
+    """u = y scale + shift with y = GroupNorm(h) (no affine), and its tangent du = dy scale + y dscale + dshift
+    (Eq. 20, 24), written as du = dh (scale / s) + y (dscale - scale mean(y dh) / s) + (dshift - scale
+    mean(dh) / s): two fused passes. Shapes: h, dh (B, C, H, W); scale, shift, dscale, dshift (B, C, 1, 1)."""
+    y, rstd, mean_dh, mean_ydh = _group_stats(h, dh, groups, eps)
+    a = scale * rstd
+    du = torch.addcmul(torch.addcmul(dshift - a * mean_dh, dh, a), y, dscale - a * mean_ydh)
+    return torch.addcmul(shift, y, scale), du
 
 
 def group_norm_pair(norm: nn.GroupNorm, h: Tensor, dh: Tensor) -> Pair:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from ctcm.interfaces import Backbone
 
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
-from .tangent_ops import gelu_pair, linear_pair, normalize_pair, sequential_pair
+from .tangent_ops import gelu_pair, linear_pair, modulated_norm_pair, sequential_pair
 from .time_embedding import TimeEmbedding
 
 
@@ -85,10 +85,8 @@ class WeightedFourierBlock(nn.Module):
         linear maps run once on the doubled batch [z; dz]."""
         film, dfilm = linear_pair(self.film, emb, demb)
         (scale, shift), (dscale, dshift) = self.modulation(film), self.modulation(dfilm)
-        y, dy = normalize_pair(h, dh, self.norm.num_groups, self.norm.eps)
         scale, shift = scale + self.norm.weight[:, None, None], shift + self.norm.bias[:, None, None]
-        u = torch.addcmul(shift, y, scale)
-        du = torch.addcmul(torch.addcmul(dshift, y, dscale), dy, scale)
+        u, du = modulated_norm_pair(h, dh, self.norm.num_groups, self.norm.eps, scale, shift, dscale, dshift)
         z, dz = gelu_pair(u, du)
         out, dout = self.local(torch.cat([to_autocast_dtype(z), to_autocast_dtype(dz)])).chunk(2)
         return h + self.local_bias() + out, dh + dout

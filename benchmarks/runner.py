@@ -24,7 +24,8 @@ SECTIONS = ("fft", "models", "train")
 
 def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path | None = None,
         tag: str | None = None, sections: tuple[str, ...] = SECTIONS, plot_png: bool = True,
-        clock: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        clock: str | None = None, presets: tuple[str, ...] | None = None,
+        log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its files; returns the results dict.
 
     Args:
@@ -34,6 +35,7 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
         tag: file stem (default: :func:`machine_tag`).
         sections: any of ``fft``, ``models`` and ``train`` (the trainer's throughput, :mod:`benchmarks.throughput`).
         clock: ``wall`` or ``cpu`` (default: process CPU time on a CPU device, wall time on GPU).
+        presets: the models section's presets (default: all of :data:`benchmarks.settings.PRESETS`).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bad = set(sections) - set(SECTIONS)
@@ -42,6 +44,7 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = settings_for(mode, dev.type)
     settings.clock = clock or ("cpu" if dev.type == "cpu" else "wall")
+    settings.presets = presets or settings.presets
     tag = tag or machine_tag(dev)
     results: dict[str, Any] = {
         "tag": tag, "mode": mode, "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
