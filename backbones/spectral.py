@@ -139,21 +139,19 @@ class SpectralConv2d(nn.Module):
             return torch.fft.irfft2(out, s=(h, w), norm="forward").to(x.dtype)
 
 
+DFT_MAX_PIXELS = 128 * 128  # the largest CPU input measured (docs/architecture.md): DFT faster up to here
+
+
 def use_dft(x: Tensor) -> bool:
     """The ``auto`` rule: matrix-product DFTs (Eq. 21-23) or FFTs for this input (docs/architecture.md).
 
     DFT under ``torch.compile`` (inductor has no complex dtypes), on CUDA (tensor cores), under bf16 /
-    fp16 (no bf16 FFT kernels), and on CPU up to DFT_MAX_PIXELS (measured: benchmarks' ``spectral``
-    section); FFT for larger CPU inputs, where the O(H W (m1 + m2)) products outgrow O(H W log HW).
+    fp16 (no bf16 FFT kernels), and on CPU up to DFT_MAX_PIXELS (measured: the ``ctcm`` vs ``ctcm-fft``
+    rows of ``python -m benchmarks``, and docs/architecture.md); FFT for larger CPU inputs, where the O(H W (m1 + m2)) products outgrow O(H W log HW).
     """
     if torch.compiler.is_compiling() or x.device.type == "cuda" or x.dtype in (torch.float16, torch.bfloat16):
         return True
-    if torch.is_autocast_enabled(x.device.type):
-        return True
-    return x.shape[-2] * x.shape[-1] <= DFT_MAX_PIXELS
-
-
-DFT_MAX_PIXELS = 128 * 128
+    return torch.is_autocast_enabled(x.device.type) or x.shape[-2] * x.shape[-1] <= DFT_MAX_PIXELS
 
 
 def contract_modes(x: Tensor, weight: Tensor) -> Tensor:
@@ -193,7 +191,8 @@ class NeuralopSpectralConv2d(nn.Module):
     """neuraloperator's dense ``SpectralConv`` (no bias) behind the :class:`SpectralConv2d` interface.
 
     float32 only: neuraloperator 2.0 allocates its spectral output as complex64 whatever the input
-    dtype, so a float64 forward would silently lose precision; this adaptor raises instead. No weight-drop.
+    dtype, so a float64 forward would silently lose precision; this adaptor raises instead. Half-precision
+    inputs (autocast) are computed in float32. No weight-drop.
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: int | tuple[int, int] = 16,
@@ -206,6 +205,8 @@ class NeuralopSpectralConv2d(nn.Module):
         self.conv = SpectralConv(in_channels, out_channels, n_modes=_pair(modes), bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):  # from autocast: cuFFT has no bf16, compute in fp32
+            x = x.float()
         if x.dtype != torch.float32:
             raise TypeError(
                 f"neuraloperator's SpectralConv computes in complex64 only; got {x.dtype}. "

@@ -75,13 +75,20 @@ def gelu_pair(u: Tensor, du: Tensor) -> Pair:
     return F.gelu(u), torch.ops.aten.gelu_backward(du, u)
 
 
+def silu_pair(u: Tensor, du: Tensor) -> Pair:
+    """SiLU and its tangent silu'(u) du, silu'(u) = s(u) (1 + u (1 - s(u))): SiLU's own backward kernel."""
+    return F.silu(u), torch.ops.aten.silu_backward(du, u)
+
+
 def sequential_pair(seq: nn.Sequential, z: Tensor, dz: Tensor) -> Pair:
-    """Push a pair through a Sequential of GroupNorm, GELU, Conv2d and Linear layers."""
+    """Push a pair through a Sequential of GroupNorm, GELU, SiLU, Conv2d and Linear layers."""
     for layer in seq:
         if isinstance(layer, nn.GroupNorm):
             z, dz = group_norm_pair(layer, z, dz)
         elif isinstance(layer, nn.GELU) and layer.approximate == "none":
             z, dz = gelu_pair(z, dz)
+        elif isinstance(layer, nn.SiLU):
+            z, dz = silu_pair(z, dz)
         elif isinstance(layer, (nn.Conv2d, nn.Linear)):
             z, dz = linear_pair(layer, z, dz)
         else:

@@ -143,7 +143,7 @@ class WFNO2d(Backbone):
         """(F(x, c), dF along (dx, dc)) by hand-written forward mode (Eq. 20): each linear layer runs once
         on the doubled batch, so the JVP costs about two forwards instead of ``torch.func.jvp``'s three
         convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` (tested)."""
-        emb, demb = torch.func.jvp(self.embed, (c_noise,), (dc_noise,))
+        emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise)
         h, dh = linear_pair(self.lift, x, dx)
         for block in self.blocks:
             h, dh = block.forward_and_tangent(h, dh, emb, demb)

@@ -26,9 +26,9 @@ def test_smoke_run_writes_results(tmp_path) -> None:
     assert saved["mode"] == "smoke" and saved["machine"]["torch_threads"] >= 1
 
     layers = {r["layer"]: r for r in results["fft_layers"]}
-    assert set(layers) == {"neuralop", "ctcm", "ctcm-einsum", "conv3x3", "conv1x1"}
+    assert set(layers) == {"neuralop", "ctcm", "ctcm-fft", "ctcm-einsum", "conv3x3", "conv1x1"}
     assert all(r["error"] is None and r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 for r in layers.values())
-    assert layers["ctcm"]["max_abs_diff_vs_neuralop"] < 1e-5
+    assert layers["ctcm"]["max_abs_diff_vs_neuralop"] < 1e-5 and layers["ctcm-fft"]["max_abs_diff_vs_neuralop"] < 1e-5
 
     presets = {r["preset"]: r for r in results["models"]}
     assert set(presets) == {"wfno-cifar", "fno-cifar", "unet-cifar"}

@@ -90,3 +90,12 @@ def test_fno_spectral_layers_run_in_float32_under_bf16_autocast() -> None:
         y = model(x, t)
     assert seen == [torch.float32]
     torch.testing.assert_close(y, model(x, t).detach(), rtol=0.05, atol=0.05)
+
+
+def test_wfno_with_neuralop_spectral_layer_runs_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    net = ctcm.create_backbone("wfno", width=8, n_layers=1, modes=4, spectral_impl="neuralop")
+    x, c = torch.randn(2, 3, 8, 8), torch.rand(2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x, c)
+    torch.testing.assert_close(y.float(), net(x, c).detach(), rtol=0.05, atol=0.05)
