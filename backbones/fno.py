@@ -10,7 +10,8 @@ per-block FiLM add.
 
 Not a subclass of neuraloperator's ``BaseModel`` (its ``__new__`` breaks nested modules and
 ``weights_only`` loading). float32 only: neuraloperator 2.0's ``SpectralConv`` allocates a complex64
-output buffer whatever the input dtype.
+output buffer whatever the input dtype. Under bf16 / fp16 autocast its spectral layers run in float32
+(cuFFT has no bf16 kernels: "Unsupported dtype BFloat16"); the rest of the network is autocast.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from ctcm.interfaces import Backbone
 
 from .optional import import_neuralop
 from .time_embedding import TimeEmbedding
+
+
+def _float32_input(module: torch.nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: a half-precision input (from autocast) -> float32, for FFT layers."""
+    x, *rest = args
+    return (x.float(), *rest) if x.dtype in (torch.float16, torch.bfloat16) else args
 
 
 def coordinate_grid(x: Tensor) -> Tensor:
@@ -70,6 +77,8 @@ class FNOBackbone(Backbone):
                                   hidden_channels=round(lifting_ratio * width), n_layers=2, n_dim=2)
         self.blocks = FNOBlocks(width, width, n_modes, n_layers=n_layers,
                                 channel_mlp_expansion=channel_mlp_expansion)
+        for conv in self.blocks.convs:
+            conv.register_forward_pre_hook(_float32_input)
         self.projection = ChannelMLP(in_channels=width, out_channels=self.out_channels,
                                      hidden_channels=round(projection_ratio * width), n_layers=2, n_dim=2)
 

@@ -7,7 +7,9 @@ and spectral weight-drop. ``NeuralopSpectralConv2d`` adapts neuraloperator's lay
 (float32 only: its forward allocates a complex64 output buffer). ``weight_from_neuralop`` maps a
 neuraloperator weight to ours; ``tests/test_spectral.py`` checks the two layers agree. The contraction
 (:func:`contract_modes`) is one batched matrix product over the kept modes: faster than ``einsum`` at
-identical outputs (``benchmarks/`` measures it as ``ctcm`` vs ``ctcm-einsum``).
+identical outputs (``benchmarks/`` measures it as ``ctcm`` vs ``ctcm-einsum``). The layer's default
+``transform="auto"`` computes the same function without FFTs or complex tensors (truncated real DFTs as
+matrix products, Eq. 27-29, :mod:`.dft`) wherever that is measured or known to be faster (:func:`use_dft`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .dft import DFTBases, contract_modes_real, dft_bases, truncated_irfft2, truncated_rfft2
 from .optional import import_neuralop
+
+TRANSFORMS = ("auto", "fft", "dft")
 
 
 def _pair(modes: int | tuple[int, int]) -> tuple[int, int]:
@@ -37,14 +42,20 @@ class SpectralConv2d(nn.Module):
         weight_drop: probability of zeroing each spectral weight during training (DropConnect), with
             1/(1-p) rescaling. The mask is redrawn by :meth:`resample_noise_` (once per training step by
             the objectives), so every forward of a step sees the same mask.
+        transform: ``fft`` (rfft2 / irfft2, complex), ``dft`` (truncated real DFTs as matrix products,
+            Eq. 27-29: no complex tensors, bf16 tensor cores, compilable) or ``auto`` (:func:`use_dft`).
+            Both compute the same function (equal in float64, tested).
     Shapes: (B, C_in, H, W) -> (B, C_out, H, W), any H >= m1, W // 2 + 1 >= floor(m2/2) + 1.
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: int | tuple[int, int] = 16,
-                 weight_drop: float = 0.0) -> None:
+                 weight_drop: float = 0.0, transform: str = "auto") -> None:
         super().__init__()
         if not 0.0 <= weight_drop < 1.0:
             raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        self.transform = transform
         self.in_channels, self.out_channels = in_channels, out_channels
         m1, m2 = _pair(modes)
         self.n_pos, self.n_neg, self.n_half = m1 - m1 // 2, m1 // 2, m2 // 2 + 1
@@ -53,10 +64,11 @@ class SpectralConv2d(nn.Module):
         # mode-major layout (m1, m2', C_in, C_out, re/im): the contraction reads it with no transpose
         self.weight = nn.Parameter(torch.randn(m1, self.n_half, in_channels, out_channels, 2) * std / math.sqrt(2))
         self._mask: Tensor | None = None
+        self._bases: dict[tuple, DFTBases] = {}  # per (H, W, dtype, device); not state, rebuilt on demand
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, modes=({self.n_pos + self.n_neg}, "
-                f"{2 * (self.n_half - 1)}), weight_drop={self.weight_drop}")
+                f"{2 * (self.n_half - 1)}), weight_drop={self.weight_drop}, transform={self.transform!r}")
 
     def resample_noise_(self, generator: torch.Generator | None = None) -> None:
         """Draw a new weight-drop mask (no-op when weight_drop == 0)."""
@@ -68,14 +80,29 @@ class SpectralConv2d(nn.Module):
         keep = torch.full(shape, 1.0 - self.weight_drop, device=device)
         self._mask = (torch.bernoulli(keep, generator=generator) / (1.0 - self.weight_drop)).to(self.weight.device)
 
+    def masked_weight(self) -> Tensor:
+        """The (m1, m2', C_in, C_out, 2) real weight, weight-dropped in training."""
+        if not (self.training and self.weight_drop > 0.0):
+            return self.weight
+        if self._mask is None or self._mask.device != self.weight.device:
+            self.resample_noise_()
+        return self.weight * self._mask.to(self.weight.dtype)[..., None]
+
     def complex_weight(self, dtype: torch.dtype | None = None) -> Tensor:
         """The (m1, m2', C_in, C_out) complex weight (masked in training), its real part in ``dtype``."""
-        w = torch.view_as_complex(self.weight if dtype is None else self.weight.to(dtype))
-        if self.training and self.weight_drop > 0.0:
-            if self._mask is None or self._mask.device != w.device:
-                self.resample_noise_()
-            w = w * self._mask.to(w.real.dtype)
-        return w
+        w = self.masked_weight()
+        return torch.view_as_complex(w if dtype is None else w.to(dtype))
+
+    def bases(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> DFTBases:
+        """The DFT bases for an h x w input (Eq. 27-28): cached per resolution in eager mode, built inside
+        the graph (constant-folded) under ``torch.compile``."""
+        args = (h, w, self.n_pos, self.n_neg, self.n_half)
+        if torch.compiler.is_compiling():
+            return dft_bases(*args, dtype=dtype, device=device)
+        key = (h, w, dtype, device)
+        if key not in self._bases:
+            self._bases[key] = dft_bases(*args, dtype=dtype, device=device)
+        return self._bases[key]
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -84,6 +111,21 @@ class SpectralConv2d(nn.Module):
                 f"input {h}x{w} is smaller than the kept modes ({self.n_pos + self.n_neg}, "
                 f"{2 * (self.n_half - 1)}); use fewer modes or a larger input"
             )
+        if self.transform == "dft" or (self.transform == "auto" and use_dft(x)):
+            return self._forward_dft(x)
+        return self._forward_fft(x)
+
+    def _forward_dft(self, x: Tensor) -> Tensor:
+        """Eq. 27-29 as real matrix products; under autocast they run in its dtype (bf16 on tensor cores)."""
+        compute = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        bases = self.bases(*x.shape[-2:], compute, x.device)
+        spectrum = truncated_rfft2(x, bases)  # (B, C_in, n_half, 2, m1)
+        y = contract_modes_real(spectrum, self.masked_weight().to(spectrum.dtype))
+        return truncated_irfft2(y, bases)
+
+    def _forward_fft(self, x: Tensor) -> Tensor:
+        """rfft2 -> kept modes x weight -> irfft2 (Eq. 17), in complex arithmetic."""
+        h, w = x.shape[-2:]
         # FFTs have no bf16 kernels and fp16 ones only for powers of two: compute in float32 then
         # (under autocast or a half-precision model), and hand back the input's dtype.
         compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
@@ -96,6 +138,21 @@ class SpectralConv2d(nn.Module):
             gap = y.new_zeros(y.shape[0], self.out_channels, h - m1, self.n_half)
             out = torch.cat([y[..., : self.n_pos, :], gap, y[..., self.n_pos :, :]], dim=-2)
             return torch.fft.irfft2(out, s=(h, w), norm="forward").to(x.dtype)
+
+
+DFT_MAX_PIXELS = 128 * 128  # the largest CPU input measured (docs/architecture.md): DFT faster up to here
+
+
+def use_dft(x: Tensor) -> bool:
+    """The ``auto`` rule: matrix-product DFTs (Eq. 27-29) or FFTs for this input (docs/architecture.md).
+
+    DFT under ``torch.compile`` (inductor has no complex dtypes), on CUDA (tensor cores), under bf16 /
+    fp16 (no bf16 FFT kernels), and on CPU up to DFT_MAX_PIXELS (measured: the ``ctcm`` vs ``ctcm-fft``
+    rows of ``python -m benchmarks``, and docs/architecture.md); FFT for larger CPU inputs, where the O(H W (m1 + m2)) products outgrow O(H W log HW).
+    """
+    if torch.compiler.is_compiling() or x.device.type == "cuda" or x.dtype in (torch.float16, torch.bfloat16):
+        return True
+    return torch.is_autocast_enabled(x.device.type) or x.shape[-2] * x.shape[-1] <= DFT_MAX_PIXELS
 
 
 def contract_modes(x: Tensor, weight: Tensor) -> Tensor:
@@ -135,7 +192,8 @@ class NeuralopSpectralConv2d(nn.Module):
     """neuraloperator's dense ``SpectralConv`` (no bias) behind the :class:`SpectralConv2d` interface.
 
     float32 only: neuraloperator 2.0 allocates its spectral output as complex64 whatever the input
-    dtype, so a float64 forward would silently lose precision; this adaptor raises instead. No weight-drop.
+    dtype, so a float64 forward would silently lose precision; this adaptor raises instead. Half-precision
+    inputs (autocast) are computed in float32. No weight-drop.
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: int | tuple[int, int] = 16,
@@ -147,6 +205,8 @@ class NeuralopSpectralConv2d(nn.Module):
         self.conv = SpectralConv(in_channels, out_channels, n_modes=_pair(modes), bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):  # from autocast: cuFFT has no bf16, compute in fp32
+            x = x.float()
         if x.dtype != torch.float32:
             raise TypeError(
                 f"neuraloperator's SpectralConv computes in complex64 only; got {x.dtype}. "

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .tangent_ops import sequential_pair
+
 
 class TimeEmbedding(nn.Module):
     """e(c) = MLP([sin(w_k c), cos(w_k c)]_k) with w_k geometric in [1, max_freq].
@@ -31,3 +33,12 @@ class TimeEmbedding(nn.Module):
     def forward(self, c_noise: Tensor) -> Tensor:
         angles = c_noise[:, None].to(self.freqs.dtype) * self.freqs[None, :]
         return self.mlp(torch.cat([torch.sin(angles), torch.cos(angles)], dim=1))
+
+    def forward_and_tangent(self, c_noise: Tensor, dc_noise: Tensor) -> tuple[Tensor, Tensor]:
+        """(e(c), de along dc) by the rules of Eq. 20: d sin(w c) = w cos(w c) dc, d cos(w c) = -w sin(w c) dc,
+        then the MLP's pair. Equal to ``torch.func.jvp(self, (c,), (dc,))`` without its per-call overhead.
+        Shapes: (B,), (B,) -> (B, dim), (B, dim)."""
+        angles = c_noise[:, None].to(self.freqs.dtype) * self.freqs[None, :]
+        dangles = dc_noise[:, None].to(self.freqs.dtype) * self.freqs[None, :]
+        sin, cos = torch.sin(angles), torch.cos(angles)
+        return sequential_pair(self.mlp, torch.cat([sin, cos], dim=1), torch.cat([cos * dangles, -sin * dangles], dim=1))

@@ -11,8 +11,16 @@ from ctcm.interfaces import Backbone
 from .dropout import SharedDropout
 from .layers import group_norm
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
-from .tangent_ops import gelu_pair, group_norm_pair, linear_pair, sequential_pair
+from .tangent_ops import gelu_pair, linear_pair, modulated_norm_pair, sequential_pair
 from .time_embedding import TimeEmbedding
+
+
+def to_autocast_dtype(z: Tensor) -> Tensor:
+    """z in autocast's dtype when autocast is on (else unchanged): the block's fp32 activation feeds two
+    layers (3x3 convolution, spectral), and casting once beats autocast's cast per layer. Shapes: any."""
+    if torch.is_autocast_enabled(z.device.type):
+        return z.to(torch.get_autocast_dtype(z.device.type))
+    return z
 
 
 class WeightedFourierBlock(nn.Module):
@@ -22,36 +30,63 @@ class WeightedFourierBlock(nn.Module):
     per-channel weights a_s, a_1, a_3 ("weighted") are learned. FiLM: z * (1 + gamma(e)) + beta(e) with
     (gamma, beta) a linear map of the sample's time embedding e. Drop: :class:`SharedDropout` (one mask per
     training step, shared by the online, target and JVP passes).
+
+    Computed as (Eq. 30): the GroupNorm affine map and FiLM fold into one per-(sample, channel) scale and
+    shift of the normalised h, and a_1 W_1 + a_3 W_3 into one 3x3 convolution (W_1 on the centre tap),
+    so a block runs one normalisation, one GELU, one 3x3 convolution and one spectral convolution; the
+    parameters are the ones above, unchanged.
     Shapes: h (B, W, H, W'), emb (B, E) -> (B, W, H, W').
     """
 
     def __init__(self, width: int, emb_dim: int, modes: int | tuple[int, int], weight_drop: float,
-                 spectral_impl: str, dropout: float = 0.0) -> None:
+                 spectral_impl: str, spectral_transform: str = "auto", dropout: float = 0.0) -> None:
         super().__init__()
         self.dropout = SharedDropout(dropout)
         self.norm = group_norm(width)
         self.film = nn.Linear(emb_dim, 2 * width)
-        self.spectral = SPECTRAL_IMPLEMENTATIONS[spectral_impl](width, width, modes, weight_drop)
+        if spectral_impl == "ctcm":
+            self.spectral = SpectralConv2d(width, width, modes, weight_drop, spectral_transform)
+        else:
+            self.spectral = SPECTRAL_IMPLEMENTATIONS[spectral_impl](width, width, modes, weight_drop)
         self.conv1 = nn.Conv2d(width, width, 1)
         self.conv3 = nn.Conv2d(width, width, 3, padding=1)
         self.mix = nn.Parameter(torch.full((3, width, 1, 1), 1.0 / 3.0))
 
+    def modulation(self, film: Tensor) -> tuple[Tensor, Tensor]:
+        """FiLM output (B, 2W) -> (scale, shift) (B, W, 1, 1) of the normalised h: the GroupNorm affine
+        (g, b) then FiLM give y g (1 + gamma) + b (1 + gamma) + beta (Eq. 30). Linear in ``film`` but
+        for the constant 1 (a tangent passes ``film`` = its tangent and gets (g dgamma, b dgamma + dbeta))."""
+        gamma, beta = film[:, :, None, None].chunk(2, dim=1)
+        g, b = self.norm.weight[:, None, None], self.norm.bias[:, None, None]
+        return g * gamma, torch.addcmul(beta, b, gamma)
+
+    def local(self, z: Tensor) -> Tensor:
+        """a_s K(z) + (a_1 W_1 + a_3 W_3) * z without the bias (Eq. 30). Shapes: (N, W, H, W') -> same."""
+        w3 = self.conv3.weight * self.mix[2, :, :, :, None]
+        w = w3 + F.pad(self.conv1.weight * self.mix[1, :, :, :, None], (1, 1, 1, 1))
+        return torch.addcmul(F.conv2d(z, w, None, padding=1), self.mix[0], self.spectral(z))
+
+    def local_bias(self) -> Tensor:
+        """a_1 b_1 + a_3 b_3, (W, 1, 1): the bias of the folded convolution (value only, not the tangent)."""
+        return self.mix[1] * self.conv1.bias[:, None, None] + self.mix[2] * self.conv3.bias[:, None, None]
+
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        gamma, beta = self.film(emb)[:, :, None, None].chunk(2, dim=1)
-        z = self.dropout(F.gelu(self.norm(h) * (1 + gamma) + beta))
-        return h + self.mix[0] * self.spectral(z) + self.mix[1] * self.conv1(z) + self.mix[2] * self.conv3(z)
+        scale, shift = self.modulation(self.film(emb))
+        y = F.group_norm(h, self.norm.num_groups, None, None, self.norm.eps)
+        z = self.dropout(F.gelu(torch.addcmul(shift + self.norm.bias[:, None, None], y,
+                                              scale + self.norm.weight[:, None, None])))
+        return h + self.local_bias() + self.local(to_autocast_dtype(z))
 
     def forward_and_tangent(self, h: Tensor, dh: Tensor, emb: Tensor, demb: Tensor) -> tuple[Tensor, Tensor]:
-        """(block(h, emb), its directional derivative along (dh, demb)) by the rules of Eq. 20."""
+        """(block(h, emb), its directional derivative along (dh, demb)) by the rules of Eq. 20, with the
+        linear maps run once on the doubled batch [z; dz]."""
         film, dfilm = linear_pair(self.film, emb, demb)
-        (gamma, beta), (dgamma, dbeta) = film[:, :, None, None].chunk(2, 1), dfilm[:, :, None, None].chunk(2, 1)
-        n, dn = group_norm_pair(self.norm, h, dh)
-        z, dz = self.dropout.pair(*gelu_pair(n * (1 + gamma) + beta, dn * (1 + gamma) + n * dgamma + dbeta))
-        out, dout = h, dh
-        for weight, path in zip(self.mix, (self.spectral, self.conv1, self.conv3)):
-            y, dy = linear_pair(path, z, dz)
-            out, dout = out + weight * y, dout + weight * dy
-        return out, dout
+        (scale, shift), (dscale, dshift) = self.modulation(film), self.modulation(dfilm)
+        scale, shift = scale + self.norm.weight[:, None, None], shift + self.norm.bias[:, None, None]
+        u, du = modulated_norm_pair(h, dh, self.norm.num_groups, self.norm.eps, scale, shift, dscale, dshift)
+        z, dz = self.dropout.pair(*gelu_pair(u, du))
+        out, dout = self.local(torch.cat([to_autocast_dtype(z), to_autocast_dtype(dz)])).chunk(2)
+        return h + self.local_bias() + out, dh + dout
 
 
 class WFNO2d(Backbone):
@@ -67,6 +102,8 @@ class WFNO2d(Backbone):
         spectral_weight_drop: DropConnect probability on the spectral weights during training.
         dropout: feature dropout in each block (ECT/iCT use 0.2-0.3 on CIFAR-10), mask shared within a step.
         spectral_impl: ``ctcm`` (own layer, any dtype) or ``neuralop`` (neuraloperator's SpectralConv, float32).
+        spectral_transform: the ``ctcm`` layer's transforms: ``auto`` (default), ``fft`` or ``dft`` (matrix
+            products, Eq. 27-29); see :class:`SpectralConv2d` and docs/architecture.md.
     Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
     """
 
@@ -75,7 +112,7 @@ class WFNO2d(Backbone):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, emb_dim: int | None = None,
                  n_freqs: int = 16, max_freq: float = 8.0, spectral_weight_drop: float = 0.0,
-                 spectral_impl: str = "ctcm", dropout: float = 0.0) -> None:
+                 spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise ValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, got {spectral_impl!r}")
@@ -85,7 +122,9 @@ class WFNO2d(Backbone):
         self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq)
         self.lift = nn.Conv2d(in_channels, width, 1)
         self.blocks = nn.ModuleList(
-            WeightedFourierBlock(width, emb_dim, modes, spectral_weight_drop, spectral_impl, dropout) for _ in range(n_layers)
+            WeightedFourierBlock(width, emb_dim, modes, spectral_weight_drop, spectral_impl, spectral_transform,
+                                 dropout)
+            for _ in range(n_layers)
         )
         self.project = nn.Sequential(
             group_norm(width), nn.GELU(), nn.Conv2d(width, 2 * width, 1), nn.GELU(),
@@ -110,7 +149,7 @@ class WFNO2d(Backbone):
         """(F(x, c), dF along (dx, dc)) by hand-written forward mode (Eq. 20): each linear layer runs once
         on the doubled batch, so the JVP costs about two forwards instead of ``torch.func.jvp``'s three
         convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` (tested)."""
-        emb, demb = torch.func.jvp(self.embed, (c_noise,), (dc_noise,))
+        emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise)
         h, dh = linear_pair(self.lift, x, dx)
         for block in self.blocks:
             h, dh = block.forward_and_tangent(h, dh, emb, demb)

@@ -1,10 +1,12 @@
 """``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``, or
-``python -m benchmarks quality ...`` (training-quality study; see ``python -m benchmarks quality --help``)."""
+``python -m benchmarks --gpu-check --out DIR`` (every GPU-speed target, 8 minutes of one GPU; ``--smoke`` for
+tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; see its ``--help``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .runner import SECTIONS, run
 
@@ -21,16 +23,27 @@ def main(argv: list[str] | None = None) -> None:
     size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="minutes on a CPU (default)")
     size.add_argument("--full", dest="mode", action="store_const", const="full", help="the whole grid")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke", help="tiny sizes, seconds")
+    parser.add_argument("--gpu-check", action="store_true",
+                        help="the GPU-speed targets in one run (gpu-check.json/.md under --out); with --smoke: tiny sizes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     parser.add_argument("--tag", default=None, help="file stem (default: a machine tag)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--presets", default=None, help="comma-separated presets of the models section (default: all)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
                         help="timer: wall or process CPU time (default: cpu on a CPU device, wall on GPU)")
     parser.add_argument("--report", metavar="JSON", default=None,
                         help="measure nothing: rewrite the .md and .png of an existing results JSON")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
+    if args.gpu_check:
+        from .gpu_check import run_gpu_check
+
+        if args.mode not in (None, "smoke"):
+            parser.error("--gpu-check takes --smoke or no size flag")
+        run_gpu_check(args.device, args.out or ".", smoke=args.mode == "smoke", log=lambda s: print(s, flush=True))
+        print((Path(args.out or ".") / "gpu-check.md").read_text())
+        return
     if args.report:
         from .runner import write_report
 
@@ -38,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = run(args.mode or "quick", device=args.device, out_dir=args.out, tag=args.tag,
                   sections=tuple(s for s in args.sections.split(",") if s), plot_png=not args.no_plot,
-                  clock=args.clock)
+                  clock=args.clock, presets=tuple(args.presets.split(",")) if args.presets else None)
     from .report import markdown
 
     print(markdown(results))

@@ -22,7 +22,7 @@ from ctcm_backbones.spectral import NeuralopSpectralConv2d, SpectralConv2d, weig
 from .settings import Settings
 from .timing import measure, peak_memory_mb, precision_context, saved_tensor_bytes
 
-LAYERS = ("neuralop", "ctcm", "ctcm-einsum", "conv3x3", "conv1x1")
+LAYERS = ("neuralop", "ctcm", "ctcm-fft", "ctcm-einsum", "conv3x3", "conv1x1")
 
 
 class EinsumSpectralConv2d(SpectralConv2d):
@@ -52,14 +52,16 @@ def layer_flops(kind: str, width: int, modes: int, res: int, batch: int) -> floa
 
 
 def build_layers(width: int, modes: int, device: torch.device) -> dict[str, nn.Module]:
-    """The five layers, the spectral ones sharing one set of weights (ours mapped from neuraloperator's)."""
+    """The six layers, the spectral ones sharing one set of weights (ours mapped from neuraloperator's):
+    ``ctcm`` is our layer as configured by default (``transform="auto"``), ``ctcm-fft`` forces its FFT path."""
     nl = NeuralopSpectralConv2d(width, width, modes)
-    ours, einsum = SpectralConv2d(width, width, modes), EinsumSpectralConv2d(width, width, modes)
+    ours, fft = SpectralConv2d(width, width, modes), SpectralConv2d(width, width, modes, transform="fft")
+    einsum = EinsumSpectralConv2d(width, width, modes)
     with torch.no_grad():
         mapped = weight_from_neuralop(nl.conv.weight.tensor.detach())
-        ours.weight.copy_(mapped)
-        einsum.weight.copy_(mapped)
-    layers = {"neuralop": nl, "ctcm": ours, "ctcm-einsum": einsum,
+        for layer in (ours, fft, einsum):
+            layer.weight.copy_(mapped)
+    layers = {"neuralop": nl, "ctcm": ours, "ctcm-fft": fft, "ctcm-einsum": einsum,
               "conv3x3": nn.Conv2d(width, width, 3, padding=1, bias=False),
               "conv1x1": nn.Conv2d(width, width, 1, bias=False)}
     return {k: v.to(device) for k, v in layers.items()}
@@ -107,7 +109,7 @@ def bench_config(width: int, modes: int, res: int, batch: int, precision: str, s
 
     with torch.no_grad():
         ref = layers["neuralop"](x) if precision == "fp32" else None
-        diffs = {k: float((layers[k](x) - ref).abs().max()) for k in ("ctcm", "ctcm-einsum")} if ref is not None else {}
+        diffs = {k: float((layers[k](x) - ref).abs().max()) for k in ("ctcm", "ctcm-fft", "ctcm-einsum")} if ref is not None else {}
 
     rows = []
     for name, layer in layers.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 TARGET_JVP = 2.0  # JVP (no grad) / forward, wfno-cifar
-TARGET_TANGENT_STEP = 1.6  # (consistency + tangent) step / consistency step, wfno-cifar
+TARGET_TANGENT_STEP = 1.5  # (consistency + tangent) step / consistency step, wfno-cifar
 
 
 def _ms(seconds: float | None) -> str:
@@ -55,7 +55,7 @@ def spectral_ratios(results: dict[str, Any], kind: str = "fwd_s", precision: str
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The full report: machine, targets, and the three sections' tables."""
+    """The full report: machine, targets, and the sections' tables."""
     m = results["machine"]
     lines = [f"## `{results['tag']}` ({results['mode']}, {results['timestamp']})", "",
              f"{m.get('cpu')} | device `{m['device']}`{' ' + m['gpu'] if 'gpu' in m else ''} | "
@@ -107,6 +107,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {r['precision']} | {r['preset']} | {r['params'] / 1e6:.2f}M | {r['batch']} | "
                      f"{ips or 0:.2f} | {r.get('train_consistency_images_per_s', 0):.2f} | "
                      f"{r.get('sample_images_per_s', 0):.2f} | {rel} |")
+    if results.get("train"):
+        lines += ["", "### 4. Trainer throughput, default recipe (`Trainer._train_step` on a device batch)", "",
+                  "| B | prec | compile | img/s | step ms | first step s | error |", "|---|---|---|---|---|---|---|"]
+        for r in results["train"]:
+            lines.append(f"| {r['batch']} | {r['precision']} | {r['compile']} | {r.get('images_per_s', 0):.1f} | "
+                         f"{_ms(r.get('step_s'))} | {r.get('first_step_s', 0):.1f} | {r.get('error') or ''} |")
     errors = [(r["preset"], r["precision"], k, v) for r in results["models"] for k, v in r["errors"].items()]
     if errors:
         lines += ["", "Failed measurements: " + "; ".join(f"{p} {q} {k}: {v}" for p, q, k, v in errors)]

@@ -15,15 +15,17 @@ from .machine import machine_info, machine_tag
 from .models import run_models
 from .report import markdown, plot
 from .settings import settings_for
+from .throughput import run_throughput
 from .timing import matmul_flops
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SECTIONS = ("fft", "models")
+SECTIONS = ("fft", "models", "train")
 
 
 def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path | None = None,
         tag: str | None = None, sections: tuple[str, ...] = SECTIONS, plot_png: bool = True,
-        clock: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        clock: str | None = None, presets: tuple[str, ...] | None = None,
+        log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its files; returns the results dict.
 
     Args:
@@ -31,8 +33,9 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
         device: ``cpu`` / ``cuda`` (default: cuda when available).
         out_dir: where the files go (default ``benchmarks/results``).
         tag: file stem (default: :func:`machine_tag`).
-        sections: any of ``fft`` and ``models``.
+        sections: any of ``fft``, ``models`` and ``train`` (the trainer's throughput, :mod:`benchmarks.throughput`).
         clock: ``wall`` or ``cpu`` (default: process CPU time on a CPU device, wall time on GPU).
+        presets: the models section's presets (default: all of :data:`benchmarks.settings.PRESETS`).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bad = set(sections) - set(SECTIONS)
@@ -41,18 +44,23 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = settings_for(mode, dev.type)
     settings.clock = clock or ("cpu" if dev.type == "cpu" else "wall")
+    settings.presets = presets or settings.presets
     tag = tag or machine_tag(dev)
     results: dict[str, Any] = {
         "tag": tag, "mode": mode, "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(dev), "settings": {k: v for k, v in vars(settings).items()},
         "matmul": {p: matmul_flops(dev, p, settings.matmul_n, warmup=settings.warmup, repeats=settings.repeats,
                                    clock=settings.clock) for p in settings.precisions},
-        "fft_layers": [], "models": [],
+        "fft_layers": [], "models": [], "train": [],
     }
     if "fft" in sections:
         results["fft_layers"] = run_fft_layers(settings, dev, results["matmul"], log)
     if "models" in sections:
         results["models"] = run_models(settings, dev, log)
+    if "train" in sections:
+        results["train"] = run_throughput(settings.train_grid, dev, steps=settings.model_repeats,
+                                          warmup=settings.warmup, overrides=settings.train_overrides,
+                                          clock=settings.clock, log=log)
     # the reference rate again at the end: a large change means the machine's load moved during the run
     results["matmul_end"] = {p: matmul_flops(dev, p, settings.matmul_n, warmup=settings.warmup,
                                              repeats=settings.repeats, clock=settings.clock)

@@ -13,7 +13,7 @@ from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConf
 from .ema import EMA
 from .interfaces import Backbone, ComplexSafeModule, NoiseSchedule
 from .jvp import total_derivative
-from .model import ConsistencyModel
+from .model import ConsistencyModel, compile_backbone
 from .objective import LossOutput, Objective, ObjectiveContext, WeightedSum
 from .registry import (
     RegistryError,
@@ -40,7 +40,8 @@ __all__ = [
     "Backbone", "CheckpointError", "ComplexSafeModule", "ComponentConfig", "ConfigError", "ConsistencyModel",
     "EMA", "Gap", "LossOutput", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
     "TimeDistribution", "register_gap", "register_time_distribution",
-    "RegistryError", "WeightedSum", "build", "build_objective", "create_backbone", "create_objective",
+    "RegistryError", "WeightedSum", "build", "build_objective", "compile_backbone", "create_backbone",
+    "create_objective",
     "create_schedule", "list_backbones", "list_models", "list_objectives", "list_schedules", "load_checkpoint",
     "get_recipe", "read_checkpoint", "register_backbone", "register_objective", "register_recipe", "Recipe",
     "register_schedule", "sample", "sample_all", "sample_batches", "save_checkpoint", "to_uint8", "default_times",

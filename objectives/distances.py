@@ -14,9 +14,10 @@ def per_sample_distance(a: Tensor, b: Tensor, kind: str = "l2", huber_c: float |
     """d(a, b) for each sample, (B, ...) -> (B,).
 
     ``l2``: mean over elements of (a - b)^2. ``pseudo_huber``: sqrt(||a - b||^2 + c^2) - c with
-    c = 0.00054 sqrt(D) by default (iCT), divided by D so both kinds share a scale per element.
+    c = 0.00054 sqrt(D) by default (iCT), divided by D so both kinds share a scale per element. Computed in
+    float32 at least (docs/architecture.md, "Precision").
     """
-    diff = (a - b).flatten(1)
+    diff = (a.float() - b.float()).flatten(1)  # fp32 under bf16 autocast: the loss is a small difference
     dim = diff.shape[1]
     if kind == "l2":
         return diff.pow(2).mean(1)

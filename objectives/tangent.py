@@ -51,9 +51,10 @@ class TangentObjective(Objective):
         with torch.no_grad():
             d = ctx.net.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt, **ctx.cond)
             g = d.df_dt(tangent_warmup(ctx.step, self.warmup_steps))
+        g = g.to(torch.promote_types(g.dtype, torch.float32))  # normalisation and loss in fp32 under autocast
         g_norm = g.flatten(1).norm(dim=1)
         if self.normalize:
             g = g / expand_like(g_norm + self.norm_c, g)
-        f = ctx.f
+        f = ctx.f.to(g.dtype)
         loss = 0.5 * (f - (f.detach() - g)).pow(2).flatten(1).mean(1).mean()
         return LossOutput(loss, {"tangent_norm": float(g_norm.mean())})

@@ -29,9 +29,9 @@ def test_smoke_run_writes_results(tmp_path) -> None:
     assert saved["mode"] == "smoke" and saved["machine"]["torch_threads"] >= 1
 
     layers = {r["layer"]: r for r in results["fft_layers"]}
-    assert set(layers) == {"neuralop", "ctcm", "ctcm-einsum", "conv3x3", "conv1x1"}
+    assert set(layers) == {"neuralop", "ctcm", "ctcm-fft", "ctcm-einsum", "conv3x3", "conv1x1"}
     assert all(r["error"] is None and r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 for r in layers.values())
-    assert layers["ctcm"]["max_abs_diff_vs_neuralop"] < 1e-5
+    assert layers["ctcm"]["max_abs_diff_vs_neuralop"] < 1e-5 and layers["ctcm-fft"]["max_abs_diff_vs_neuralop"] < 1e-5
 
     presets = {r["preset"]: r for r in results["models"]}
     assert set(presets) == {"wfno-cifar", "fno-cifar", "unet-cifar"}
@@ -41,3 +41,26 @@ def test_smoke_run_writes_results(tmp_path) -> None:
         assert row["train_images_per_s"] > 0 and row["sample_images_per_s"] > 0
     assert len(targets(results)) == 5
     assert "### 2. JVP cost" in markdown(results)
+
+
+def test_smoke_run_measures_trainer_throughput(tmp_path) -> None:
+    results = run("smoke", device="cpu", out_dir=tmp_path, tag="smoke", sections=("train",), plot_png=False,
+                  log=lambda s: None)
+    (row,) = results["train"]
+    assert row["error"] is None and row["images_per_s"] > 0 and row["batch"] == 4
+    assert "### 4. Trainer throughput" in markdown(results)
+
+
+def test_gpu_check_cpu_fallback_reports_every_target(tmp_path) -> None:
+    """``--gpu-check --smoke --device cpu``: the GPU command's code path on tiny models (compile: aot_eager)."""
+    from benchmarks.__main__ import main
+
+    main(["--gpu-check", "--smoke", "--device", "cpu", "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-check.json", "gpu-check.md"]
+    saved = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert len(saved["targets"]) == 8 and saved["skipped"] == []
+    assert all(r["error"] is None for r in saved["train"]), saved["train"]
+    assert [r["compile"] for r in saved["train"]] == [False, "aot_eager"]
+    assert all(r["errors"] == {} for r in saved["models"])
+    text = (tmp_path / "gpu-check.md").read_text()
+    assert "| met |" in text and "not measured" not in text

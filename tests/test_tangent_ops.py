@@ -55,3 +55,10 @@ def test_wfno_forward_and_tangent_equals_jvp(train):
     c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
     with torch.no_grad():
         _close(net.forward_and_tangent(x, dx, c, dc), torch.func.jvp(net, (x, c), (dx, dc)))
+
+
+def test_time_embedding_and_silu_rules():
+    torch.manual_seed(0)
+    embed = ctcm.create_backbone("wfno", **TINY_WFNO).embed.double()
+    c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
+    _close(embed.forward_and_tangent(c, dc), torch.func.jvp(embed, (c,), (dc,)))

@@ -121,8 +121,9 @@ class TrainConfig:
     ``recipe``: the registered recipe the run started from (provenance; its defaults are already merged in).
     ``model``: backbone + schedule + data shape; ``objective``: the weighted terms, each with its own
     arguments (time distribution, gap...). ``batch_size`` is the global batch (split evenly across ranks).
-    ``precision``: ``bf16`` autocast (CUDA only; CPU always runs float32) or ``fp32``. ``compile``: wrap the
-    model in ``torch.compile``. ``max_nonfinite``: consecutive non-finite steps that stop the run.
+    ``precision``: ``bf16`` autocast (CUDA only; CPU always runs float32) or ``fp32``. ``compile``:
+    ``torch.compile`` the backbone's forward, backward and tangent (:func:`ctcm.compile_backbone`).
+    ``max_nonfinite``: consecutive non-finite steps that stop the run.
     ``*_every``: in optimiser steps (0: off). ``keep_checkpoints``: periodic checkpoints kept besides
     ``latest.pt`` (0: keep all). ``threads``: CPU threads of torch's intra-op pool during the run (null:
     torch's default, one per core; ``auto``: the cores that are idle when the run starts, at least 1; see

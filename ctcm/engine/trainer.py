@@ -29,6 +29,7 @@ from ..build import build, build_objective
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import to_dict
 from ..ema import EMA
+from ..model import compile_backbone
 from ..objective import Objective
 from . import state as run_state
 from .config import TrainConfig, dump_yaml
@@ -262,8 +263,8 @@ class Trainer:
             if self.info.enabled:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-            if self.cfg.compile:
-                self.wrapped = torch.compile(self.wrapped)
+            if self.cfg.compile:  # the backbone's forward, backward and tangent (objectives call the unwrapped model)
+                compile_backbone(self.model)
             return self._run(session)
 
     def _start(self, files: dict[str, Path]) -> None:
