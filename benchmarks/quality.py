@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .quality_recipes import DEFAULT_CONFIGS, DEFAULT_RECIPES, PEER_BACKBONES, RECIPES
+from .quality_recipes import DEFAULT_CONFIGS, DEFAULT_RECIPES, DESIGN_OBJECTIVE, PEER_BACKBONES, RECIPES
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "examples" / "cifar10" / "train.py"
@@ -113,7 +113,12 @@ def resolve_recipe(name: str, size: str) -> dict[str, Any]:
     def expand(items: list[str]) -> list[str]:
         out: list[str] = []
         for item in items:
-            swap = PEER_BACKBONES[size][item.split(":", 1)[1]] if item.startswith("@backbone:") else item
+            if item.startswith("@backbone:"):
+                swap = PEER_BACKBONES[size][item.split(":", 1)[1]]
+            elif item == "@objective:design":
+                swap = DESIGN_OBJECTIVE[size]
+            else:
+                swap = item
             out += [swap] if isinstance(swap, str) else list(swap)
         return out
 
