@@ -7,7 +7,6 @@ Equation numbers refer to ``docs/maths.md``.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -160,14 +159,6 @@ class NoiseSchedule(abc.ABC):
         """Std of x_{t_max} for data of std sigma_data: sqrt(alpha^2 sigma_d^2 + sigma^2) at t_max (Eq. 9)."""
         t = torch.tensor(self.t_max, dtype=torch.float64)
         return math.sqrt(float(self.alpha(t)) ** 2 * self.sigma_data**2 + float(self.sigma(t)) ** 2)
-
-    def config(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this schedule (stored in checkpoints).
-
-        Schedules written as dataclasses get this for free; others override it."""
-        if dataclasses.is_dataclass(self):
-            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        raise NotImplementedError(f"{type(self).__name__} must implement config()")
 
 
 def expand_like(coef: Tensor, like: Tensor) -> Tensor:

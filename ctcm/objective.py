@@ -9,11 +9,10 @@ f_theta(x_t, t): a term's extra cost is only what it adds (a target forward, a J
 from __future__ import annotations
 
 import abc
-import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -172,12 +171,6 @@ class Objective(abc.ABC):
         return WeightedSum([(float(weight) * w, o) for w, o in self.terms()])
 
     __rmul__ = __mul__
-
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (for logs and configs); dataclass objectives get this for free."""
-        if dataclasses.is_dataclass(self):
-            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        return {}
 
 
 class WeightedSum(Objective):

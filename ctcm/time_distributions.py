@@ -13,7 +13,6 @@ parameters mean the same noise levels on the geometric and the TrigFlow path.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +31,6 @@ class TimeDistribution(abc.ABC):
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
         """n times, shape (n,)."""
 
-    def config(self) -> dict[str, Any]:
-        """``{name: ..., **constructor arguments}`` (dataclasses get this for free)."""
-        return {"name": self.registered_name, **dataclasses.asdict(self)}  # type: ignore[call-overload]
-
-    registered_name = "?"
 
 
 @register_time_distribution("lognormal")
@@ -48,7 +42,6 @@ class LogNormal(TimeDistribution):
 
     p_mean: float = -1.1
     p_std: float = 2.0
-    registered_name = "lognormal"
 
     def __post_init__(self) -> None:
         if not self.p_std > 0:
@@ -65,7 +58,6 @@ class LogNormal(TimeDistribution):
 class Uniform(TimeDistribution):
     """t ~ U[t_min, t_max]."""
 
-    registered_name = "uniform"
 
     def sample(self, n, schedule, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         u = torch.rand(n, generator=generator, device=device, dtype=dtype)
@@ -79,10 +71,6 @@ class Gap(abc.ABC):
     def target_time(self, t: Tensor, schedule: NoiseSchedule, step: int, u: Tensor) -> Tensor:
         """t' (same shape as t) in [t_min, t]; ``u`` holds U[0, 1) draws shaped like t for random gaps."""
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.registered_name, **dataclasses.asdict(self)}  # type: ignore[call-overload]
-
-    registered_name = "?"
 
 
 @register_gap("uniform")
@@ -91,7 +79,6 @@ class UniformGap(Gap):
     """t' = max(t - dt, t_min), dt ~ U[0, delta_max (t_max - t_min)] (Eq. 13): a fixed random gap in t."""
 
     delta_max: float = 0.02
-    registered_name = "uniform"
 
     def __post_init__(self) -> None:
         if not 0 < self.delta_max <= 1:
@@ -125,7 +112,6 @@ class ECTGap(Gap):
     q: float = 2.0
     k: float = 8.0
     b: float = 1.0
-    registered_name = "ect"
 
     def __post_init__(self) -> None:
         if self.stage_steps <= 0 or self.q <= 1:
@@ -154,7 +140,6 @@ class ICTGap(Gap):
     s1: int = 1280
     doubling_steps: int = 25_000
     rho: float = 7.0
-    registered_name = "ict"
 
     def __post_init__(self) -> None:
         if not 1 <= self.s0 <= self.s1 or self.doubling_steps <= 0:
