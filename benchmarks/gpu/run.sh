@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (project root), in the last of the calls described in benchmarks/gpu/README.md.
-#   benchmarks/gpu/run.sh quality     issue 11: python -m benchmarks quality --size gpu (default vs ECT winner)
+#   benchmarks/gpu/run.sh quality [RECIPES]   issue 11: python -m benchmarks quality --size gpu
+#                                            (default: the design's objective vs the winner, ect; two seeds)
 #   benchmarks/gpu/run.sh speed       issue 10: python -m benchmarks --gpu-check
 # Results go to $OUT (at most 8 files come back).
 set -euo pipefail
@@ -16,7 +17,7 @@ case "$what" in
     cat .gpu/inception.part-* > /tmp/default_1.pt
     export CTCM_FID_WEIGHTS=/tmp/default_1.pt
     python3 -m benchmarks quality --size gpu --data .gpu/cifar10-train.zip --fd8-heldout 5000 \
-        --recipes default,ect --seeds 0,1 --out /tmp/quality --tag gpu 2>&1 | tee "$OUT/quality.log"
+        --recipes "${2:-default,ect}" --seeds 0,1 --out /tmp/quality --tag gpu 2>&1 | tee "$OUT/quality.log"
     cp /tmp/quality/quality-gpu-gpu.json /tmp/quality/quality-gpu-gpu.md /tmp/quality/quality-gpu-gpu.png "$OUT"/
     cp /tmp/quality/quality-gpu-gpu-samples-ect.png "$OUT"/ 2>/dev/null || true
     ;;
