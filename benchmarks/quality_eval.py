@@ -4,7 +4,7 @@
 
 SPEC holds ``checkpoints`` (``[{path, fid, grid}]``) and the settings below. For each checkpoint the EMA model
 draws ``n`` samples with 1 and with 2 steps (fixed noise: the same for every checkpoint and run); fd8 is their
-Frechet distance to ``n`` held-out images on 8x8 pooled pixels (:mod:`ctcm.engine.evaluate`), FID (when the
+Frechet distance to ``n`` held-out images on 8x8 pooled pixels (:mod:`ctcm.engine.learning_measure`), FID (when the
 entry's ``fid`` is set and ``n_fid`` > 0) the TF-Inception FID of the same samples against the cached statistics
 of the first ``n_fid`` training images of ``fid_ref``. Results go to ``<checkpoint stem>.quality.json`` beside
 the checkpoint and are reused while the settings match. ``grid``: also save the first 64 samples of each
@@ -78,7 +78,7 @@ def fid_reference(spec: dict[str, Any]) -> Any:
 def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any], ref: torch.Tensor,
                         fid_net: Any, fid_ref: Any) -> dict[str, Any]:
     from ctcm import load_checkpoint
-    from ctcm.engine.evaluate import data_distance
+    from ctcm.engine.learning_measure import data_distance
     from ctcm.engine.logging import save_grid
     from ctcm.metrics import frechet_distance, statistics_from_features
     from ctcm.sampling import sample_all, to_uint8

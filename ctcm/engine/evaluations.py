@@ -14,7 +14,7 @@ from ..model import ConsistencyModel
 from ..sampling import sample_all
 from .config import TrainConfig
 from .distributed import DistInfo, barrier
-from .evaluate import data_distance
+from .learning_measure import data_distance
 from .logging import save_grid
 
 GRID_SEED_OFFSET = 2
