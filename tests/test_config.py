@@ -16,7 +16,7 @@ def test_recipe_round_trips_through_yaml(tmp_path):
     save_yaml(recipe, tmp_path / "r.yaml")
     again = load_yaml(Recipe, tmp_path / "r.yaml")
     assert again == recipe
-    assert [(t["name"], t["weight"]) for t in to_dict(again)["objective"]] == [("consistency", 1.0), ("tangent", 0.1)]
+    assert [(t["name"], t["weight"], t["gap"]["name"]) for t in to_dict(again)["objective"]] == [("consistency", 1.0, "ect")]
     assert "objective" not in to_dict(again.model)  # a model is backbone + schedule + data shape only
 
 
@@ -70,9 +70,9 @@ def test_wrong_type_is_reported():
 
 def test_overrides():
     data = to_dict(ctcm.get_recipe("wfno-cifar"))
-    out = apply_overrides(data, ["model.backbone.width=32", "objective.1.weight=0.5", "model.schedule.name=trigflow"])
+    out = apply_overrides(data, ["model.backbone.width=32", "objective.0.weight=0.5", "model.schedule.name=trigflow"])
     cfg = from_dict(Recipe, out)
-    assert cfg.model.backbone.kwargs["width"] == 32 and cfg.objective[1].weight == 0.5
+    assert cfg.model.backbone.kwargs["width"] == 32 and cfg.objective[0].weight == 0.5
     assert cfg.model.schedule.name == "trigflow"
     assert data["model"]["backbone"]["width"] == 128  # the input is not mutated
     with pytest.raises(ConfigError, match="out of range"):
