@@ -86,7 +86,7 @@ def test_quality_end_to_end_on_embedded_data_then_cached(tmp_path, monkeypatch) 
     results = run_quality(s, log=logs.append)
     assert all(r["error"] is None for r in results["runs"]), [r["error"] for r in results["runs"]]
     stem = tmp_path / "quality-cpu-test"
-    for ext in (".json", ".md", ".png", "-samples-a.png", "-samples-two.png"):
+    for ext in (".json", ".md", ".png", "-samples-default.png", "-samples-two.png"):
         assert Path(f"{stem}{ext}").stat().st_size > 0, ext
     saved = json.loads(Path(f"{stem}.json").read_text())
     runs = {r["recipe"]: r for r in saved["runs"]}
@@ -99,7 +99,8 @@ def test_quality_end_to_end_on_embedded_data_then_cached(tmp_path, monkeypatch) 
         assert final["final"] and (("fid_1step" in final and "fid_2step" in final) == (n_fid > 0))
         assert not any("fid_1step" in p for p in run["points"][:-1])  # FID at the final point only (cpu size)
     md = Path(f"{stem}.md").read_text()
-    assert "| a (today's default) | 64 |" in md and "| two (two phases) | 64 |" in md and md.count("| two | ") == 2
+    assert "| default ((a) the design's objective: consistency (uniform gap) + 0.1 tangent) | 64 |" in md
+    assert "| two (two phases) | 64 |" in md and md.count("| two | ") == 2
     # a second invocation trains and evaluates nothing
     logs.clear()
     again = run_quality(s, log=logs.append)
