@@ -137,6 +137,12 @@ def _registry_hint(exc: Exception) -> str:
     return ""
 
 
+def network_weights(payload: dict[str, Any], weights: str = "ema") -> dict[str, Any]:
+    """The network state dict of a checkpoint payload: ``ema`` (the averaged weights when it has them, else
+    the live ones) or ``model`` (the live training weights)."""
+    return payload["ema"]["model"] if weights == "ema" and payload.get("ema") else payload["model"]
+
+
 def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
                     map_location: Any = "cpu") -> ConsistencyModel:
     """Rebuild the model stored in ``path``, load its weights, and return it **in eval mode** (no
@@ -163,7 +169,7 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
         model = build(from_dict(ModelConfig, model_dict_from_v01(payload["config"])[0]))
     except RegistryError as exc:
         raise CheckpointError(f"cannot rebuild the model of {path}: {exc}{_registry_hint(exc)}") from exc
-    state = payload["ema"]["model"] if weights == "ema" and payload["ema"] is not None else payload["model"]
+    state = network_weights(payload, weights)
     stored = next((v.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point()), None)
     if stored is not None:
         model.to(stored)  # a float64 checkpoint comes back in float64, bit for bit

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..build import build, build_objective
-from ..checkpoint import read_checkpoint, save_checkpoint
+from ..checkpoint import network_weights, read_checkpoint, save_checkpoint
 from ..config import to_dict
 from ..ema import EMA
 from ..model import compile_backbone
@@ -89,7 +89,7 @@ def init_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load the network weights of checkpoint ``path`` into ``model`` (its EMA weights when it has them):
     a warm start, e.g. from a diffusion pretraining run. Optimiser, EMA, step and RNG start fresh."""
     payload = read_checkpoint(path)
-    state = payload["ema"]["model"] if payload.get("ema") else payload["model"]
+    state = network_weights(payload, "ema")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
