@@ -14,7 +14,7 @@ class SharedDropout(nn.Module):
     same function. :meth:`resample_noise_` (called once per step by :class:`ctcm.Objective`) forgets the
     mask; the next forward draws one shaped like its input from the given generator, and every forward
     until the next resample reuses it. Identity in eval mode or with p = 0. Dropout is linear, so a
-    (value, tangent) pair uses the same mask on both: :meth:`pair`.
+    (value, tangent) pair uses the same mask on both: :meth:`packed`.
     """
 
     def __init__(self, p: float = 0.0) -> None:
@@ -44,9 +44,9 @@ class SharedDropout(nn.Module):
             return z
         return z * self.mask_for(z)
 
-    def pair(self, z: Tensor, dz: Tensor) -> tuple[Tensor, Tensor]:
-        """(dropout(z), its tangent) with one mask."""
+    def packed(self, zz: Tensor) -> Tensor:
+        """dropout of a packed (value, tangent) pair [z; dz] (2B, ...): one mask, drawn for z, on both halves."""
         if not self.training or self.p == 0.0:
-            return z, dz
-        mask = self.mask_for(z)
-        return z * mask, dz * mask
+            return zz
+        z = zz[: zz.shape[0] // 2]
+        return (zz.view(2, *z.shape) * self.mask_for(z)).view_as(zz)

@@ -1,13 +1,22 @@
-"""Hand-written forward-mode rules: (value, tangent) pairs through common layers (Eq. 20).
+"""Hand-written forward-mode rules: (value, tangent) through common layers (Eq. 20).
 
 ``torch.func.jvp`` runs three convolutions for one convolution's JVP and adds per-op bookkeeping; a
-backbone that knows its own structure can do better: a linear layer L (convolution, spectral
-convolution, linear) maps the pair as one call on the doubled batch, L([z; dz]) = [L z; L dz + b] (the
-bias b belongs to the value only), and the nonlinearities use their closed-form derivatives. Every rule is
-tested against ``torch.func.jvp`` in float64.
+backbone that knows its own structure can do better. A (value, tangent) pair travels *packed*: one
+tensor zz = [z; dz] of 2B rows (value rows first), so that
+
+* a linear layer L (convolution, spectral convolution, linear) maps it with one call,
+  L(zz) = [L z + b; L dz] (:func:`linear_packed`: the bias b belongs to the value rows only);
+* a nonlinearity writes its value and its tangent straight into the two halves of a new packed tensor
+  (:func:`pointwise_packed`; no ``torch.cat`` copy when no graph is recorded), with the tangent computed
+  by the nonlinearity's own backward kernel: gelu'(u) du is ``gelu_backward(du, u)``;
+* GroupNorm's tangent comes from its fused statistics and two fused passes (:func:`modulated_norm_pair`).
+
+Every rule is tested against ``torch.func.jvp`` in float64, values, tangents and parameter gradients.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,13 +25,69 @@ from torch import Tensor, nn
 Pair = tuple[Tensor, Tensor]
 
 
-def linear_pair(layer: nn.Module, z: Tensor, dz: Tensor) -> Pair:
-    """(L z, L dz) for a linear layer with an optional ``bias``, in one call on the doubled batch."""
-    y, dy = layer(torch.cat([z, dz])).chunk(2)
-    bias = getattr(layer, "bias", None)
-    if bias is not None:
-        dy = dy - bias.view((1, -1) + (1,) * (dy.ndim - 2))
-    return y, dy
+def pack(z: Tensor, dz: Tensor) -> Tensor:
+    """[z; dz] along the batch: (B, ...), (B, ...) -> (2B, ...)."""
+    return torch.cat([z, dz])
+
+
+def unpack(zz: Tensor) -> Pair:
+    """(z, dz) as views of a packed (2B, ...) tensor."""
+    z, dz = zz.chunk(2)
+    return z, dz
+
+
+def add_to_values_(zz: Tensor, bias: Tensor) -> Tensor:
+    """zz[:B] += bias (per channel, dim 1) in place and return zz: a bias shifts the value, not the tangent."""
+    zz[: zz.shape[0] // 2] += bias.view((1, -1) + (1,) * (zz.ndim - 2))
+    return zz
+
+
+def linear_packed(layer: nn.Module, zz: Tensor) -> Tensor:
+    """[L z + b; L dz] for a ``Conv2d`` or ``Linear`` L with bias b: one call on the 2B rows, the bias then
+    added to the value rows (adding it to all and subtracting it from the tangent would cost the tangent
+    digits where |dz| << |b|)."""
+    if isinstance(layer, nn.Conv2d):
+        y = layer._conv_forward(zz, layer.weight, None)
+    elif isinstance(layer, nn.Linear):
+        y = F.linear(zz, layer.weight)
+    else:
+        raise TypeError(f"no forward-mode rule for {type(layer).__name__}; use torch.func.jvp instead")
+    return y if layer.bias is None else add_to_values_(y, layer.bias)
+
+
+def _silu_tangent(du: Tensor, u: Tensor) -> Tensor:
+    """silu'(u) du = s(u) (1 + u (1 - s(u))) du in differentiable ops (``silu_backward`` has no derivative)."""
+    s = torch.sigmoid(u)
+    return du * s * (1 + u * (1 - s))
+
+
+class _Pointwise(NamedTuple):
+    value: Any  # aten op with an ``.out`` overload
+    kernel: Any  # f's backward kernel, (du, u) -> f'(u) du, with a ``.grad_input`` (out=) overload
+    differentiable: Callable[[Tensor, Tensor], Tensor]  # the same tangent, differentiable again
+
+
+_POINTWISE = {
+    "gelu": _Pointwise(torch.ops.aten.gelu, torch.ops.aten.gelu_backward, torch.ops.aten.gelu_backward),
+    "silu": _Pointwise(torch.ops.aten.silu, torch.ops.aten.silu_backward, _silu_tangent),
+}
+
+
+def pointwise_packed(name: str, u: Tensor, du: Tensor) -> Tensor:
+    """[f(u); f'(u) du] for f = ``gelu`` (exact, erf form; gelu'(u) = Phi(u) + u phi(u)) or ``silu``, packed.
+
+    The tangent is f's backward kernel applied to du. Without a graph to record, both halves are written
+    in place into one new (2B, ...) tensor (``out=`` kernels); with one, they are concatenated (``out=``
+    is not differentiable) and the tangent uses ops that are differentiable again. Same numbers.
+    """
+    f = _POINTWISE[name]
+    if torch.is_grad_enabled() and (u.requires_grad or du.requires_grad):
+        return torch.cat([f.value(u), f.differentiable(du, u)])
+    out = u.new_empty((2 * u.shape[0], *u.shape[1:]))
+    b = u.shape[0]
+    f.value.out(u, out=out[:b])
+    f.kernel.grad_input(du, u, grad_input=out[b:])
+    return out
 
 
 def _group_stats(h: Tensor, dh: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -34,7 +99,7 @@ def _group_stats(h: Tensor, dh: Tensor, groups: int, eps: float) -> tuple[Tensor
     y, _, rstd = torch.native_group_norm(h, None, None, b, c, h[0, 0].numel(), groups, eps)
     yg, dhg = y.view(b, groups, -1), dh.reshape(b, groups, -1)
     mean_dh = dhg.mean(-1)
-    mean_ydh = torch.einsum("bgn,bgn->bg", yg, dhg) / yg.shape[-1]  # one pass, no y * dh temporary
+    mean_ydh = torch.linalg.vecdot(yg, dhg) / yg.shape[-1]  # one pass, no y * dh temporary (einsum: 6x slower)
     shape = (b, c) + (1,) * (h.ndim - 2)
     per_channel = lambda s: s.repeat_interleave(c // groups, dim=1).view(shape)  # noqa: E731
     return y, per_channel(rstd), per_channel(mean_dh), per_channel(mean_ydh)
@@ -43,7 +108,8 @@ def _group_stats(h: Tensor, dh: Tensor, groups: int, eps: float) -> tuple[Tensor
 def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
     """GroupNorm without its affine map, and its tangent (Eq. 20): with y = (h - mu) / s per (sample, group),
     dy = (dh - mean(dh) - y mean(y dh)) / s. Statistics in float32 at least (bf16 / fp16 inputs are
-    promoted). Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
+    promoted). Written with differentiable ops (GroupNorm's backward kernel computes the same dy, since
+    the Jacobian is symmetric, but has no derivative of its own). Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
     y, rstd, mean_dh, mean_ydh = _group_stats(h, dh, groups, eps)
     return y, torch.addcmul(torch.addcmul(-rstd * mean_dh, dh, rstd), y, -rstd * mean_ydh)
 
@@ -51,7 +117,7 @@ def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
 def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: Tensor, shift: Tensor,
                         dscale: Tensor, dshift: Tensor) -> Pair:
     """u = y scale + shift with y = GroupNorm(h) (no affine), and its tangent du = dy scale + y dscale + dshift
-    (Eq. 20, 24), written as du = dh (scale / s) + y (dscale - scale mean(y dh) / s) + (dshift - scale
+    (Eq. 20, 30), written as du = dh (scale / s) + y (dscale - scale mean(y dh) / s) + (dshift - scale
     mean(dh) / s): two fused passes. Shapes: h, dh (B, C, H, W); scale, shift, dscale, dshift (B, C, 1, 1)."""
     y, rstd, mean_dh, mean_ydh = _group_stats(h, dh, groups, eps)
     a = scale * rstd
@@ -69,28 +135,30 @@ def group_norm_pair(norm: nn.GroupNorm, h: Tensor, dh: Tensor) -> Pair:
     return y, dy
 
 
-def gelu_pair(u: Tensor, du: Tensor) -> Pair:
-    """GELU (exact, erf form) and its tangent gelu'(u) du, gelu'(u) = Phi(u) + u phi(u): the tangent is
-    GELU's own backward kernel applied to du (one fused pass, differentiable)."""
-    return F.gelu(u), torch.ops.aten.gelu_backward(du, u)
+def sequential_packed(seq: nn.Sequential, zz: Tensor) -> Tensor:
+    """Push a packed pair through a Sequential of GroupNorm, GELU, SiLU, Conv2d and Linear layers (a
+    GroupNorm's (y, dy) stay unpacked for the nonlinearity that follows it)."""
+    z: Tensor | Pair = zz
+    for layer in seq:
+        if isinstance(layer, nn.GroupNorm):
+            z = group_norm_pair(layer, *_as_pair(z))
+        elif isinstance(layer, nn.GELU) and layer.approximate == "none":
+            z = pointwise_packed("gelu", *_as_pair(z))
+        elif isinstance(layer, nn.SiLU):
+            z = pointwise_packed("silu", *_as_pair(z))
+        else:
+            z = linear_packed(layer, _as_packed(z))
+    return _as_packed(z)
 
 
-def silu_pair(u: Tensor, du: Tensor) -> Pair:
-    """SiLU and its tangent silu'(u) du, silu'(u) = s(u) (1 + u (1 - s(u))): SiLU's own backward kernel."""
-    return F.silu(u), torch.ops.aten.silu_backward(du, u)
+def _as_pair(z: Tensor | Pair) -> Pair:
+    return z if isinstance(z, tuple) else unpack(z)
+
+
+def _as_packed(z: Tensor | Pair) -> Tensor:
+    return pack(*z) if isinstance(z, tuple) else z
 
 
 def sequential_pair(seq: nn.Sequential, z: Tensor, dz: Tensor) -> Pair:
-    """Push a pair through a Sequential of GroupNorm, GELU, SiLU, Conv2d and Linear layers."""
-    for layer in seq:
-        if isinstance(layer, nn.GroupNorm):
-            z, dz = group_norm_pair(layer, z, dz)
-        elif isinstance(layer, nn.GELU) and layer.approximate == "none":
-            z, dz = gelu_pair(z, dz)
-        elif isinstance(layer, nn.SiLU):
-            z, dz = silu_pair(z, dz)
-        elif isinstance(layer, (nn.Conv2d, nn.Linear)):
-            z, dz = linear_pair(layer, z, dz)
-        else:
-            raise TypeError(f"no forward-mode rule for {type(layer).__name__}; use torch.func.jvp instead")
-    return z, dz
+    """:func:`sequential_packed` for an unpacked pair: (z, dz) -> (seq(z), its tangent along dz)."""
+    return unpack(sequential_packed(seq, pack(z, dz)))

@@ -11,7 +11,8 @@ from ctcm.interfaces import Backbone
 from .dropout import SharedDropout
 from .layers import group_norm
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
-from .tangent_ops import gelu_pair, linear_pair, modulated_norm_pair, sequential_pair
+from .tangent_ops import (add_to_values_, linear_packed, modulated_norm_pair, pack, pointwise_packed,
+                          sequential_packed, unpack)
 from .time_embedding import TimeEmbedding
 
 
@@ -60,33 +61,35 @@ class WeightedFourierBlock(nn.Module):
         g, b = self.norm.weight[:, None, None], self.norm.bias[:, None, None]
         return g * gamma, torch.addcmul(beta, b, gamma)
 
-    def local(self, z: Tensor) -> Tensor:
-        """a_s K(z) + (a_1 W_1 + a_3 W_3) * z without the bias (Eq. 30). Shapes: (N, W, H, W') -> same."""
+    def local(self, z: Tensor, bias: bool = True) -> Tensor:
+        """a_s K(z) + (a_1 W_1 + a_3 W_3) * z + (a_1 b_1 + a_3 b_3) (Eq. 30); ``bias=False`` leaves out the
+        last term (for a packed pair: the bias belongs to the value rows). Shapes: (N, W, H, W') -> same."""
         w3 = self.conv3.weight * self.mix[2, :, :, :, None]
         w = w3 + F.pad(self.conv1.weight * self.mix[1, :, :, :, None], (1, 1, 1, 1))
-        return torch.addcmul(F.conv2d(z, w, None, padding=1), self.mix[0], self.spectral(z))
+        b = self.local_bias() if bias else None
+        return torch.addcmul(F.conv2d(z, w, b, padding=1), self.mix[0], self.spectral(z))
 
     def local_bias(self) -> Tensor:
-        """a_1 b_1 + a_3 b_3, (W, 1, 1): the bias of the folded convolution (value only, not the tangent)."""
-        return self.mix[1] * self.conv1.bias[:, None, None] + self.mix[2] * self.conv3.bias[:, None, None]
+        """a_1 b_1 + a_3 b_3, (W,): the bias of the folded convolution (value only, not the tangent)."""
+        return self.mix[1, :, 0, 0] * self.conv1.bias + self.mix[2, :, 0, 0] * self.conv3.bias
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
         scale, shift = self.modulation(self.film(emb))
         y = F.group_norm(h, self.norm.num_groups, None, None, self.norm.eps)
         z = self.dropout(F.gelu(torch.addcmul(shift + self.norm.bias[:, None, None], y,
                                               scale + self.norm.weight[:, None, None])))
-        return h + self.local_bias() + self.local(to_autocast_dtype(z))
+        return h + self.local(to_autocast_dtype(z))
 
-    def forward_and_tangent(self, h: Tensor, dh: Tensor, emb: Tensor, demb: Tensor) -> tuple[Tensor, Tensor]:
-        """(block(h, emb), its directional derivative along (dh, demb)) by the rules of Eq. 20, with the
-        linear maps run once on the doubled batch [z; dz]."""
-        film, dfilm = linear_pair(self.film, emb, demb)
-        (scale, shift), (dscale, dshift) = self.modulation(film), self.modulation(dfilm)
+    def forward_packed(self, hh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
+        """The block and its directional derivative along (dh, demb) by the rules of Eq. 20, on a packed
+        pair hh = [h; dh] (2B, W, H, W') -> [block(h, emb); its tangent]; the linear maps run once on the
+        2B rows. emb, demb: (B, E)."""
+        film = linear_packed(self.film, pack(emb, demb))
+        (scale, shift), (dscale, dshift) = (self.modulation(f) for f in unpack(film))
         scale, shift = scale + self.norm.weight[:, None, None], shift + self.norm.bias[:, None, None]
-        u, du = modulated_norm_pair(h, dh, self.norm.num_groups, self.norm.eps, scale, shift, dscale, dshift)
-        z, dz = self.dropout.pair(*gelu_pair(u, du))
-        out, dout = self.local(torch.cat([to_autocast_dtype(z), to_autocast_dtype(dz)])).chunk(2)
-        return h + self.local_bias() + out, dh + dout
+        u, du = modulated_norm_pair(*unpack(hh), self.norm.num_groups, self.norm.eps, scale, shift, dscale, dshift)
+        zz = self.dropout.packed(pointwise_packed("gelu", u, du))
+        return add_to_values_(hh + self.local(to_autocast_dtype(zz), bias=False), self.local_bias())
 
 
 class WFNO2d(Backbone):
@@ -150,7 +153,7 @@ class WFNO2d(Backbone):
         on the doubled batch, so the JVP costs about two forwards instead of ``torch.func.jvp``'s three
         convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` (tested)."""
         emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise)
-        h, dh = linear_pair(self.lift, x, dx)
+        hh = linear_packed(self.lift, pack(x, dx))
         for block in self.blocks:
-            h, dh = block.forward_and_tangent(h, dh, emb, demb)
-        return sequential_pair(self.project, h, dh)
+            hh = block.forward_packed(hh, emb, demb)
+        return unpack(sequential_packed(self.project, hh))

@@ -127,6 +127,14 @@ class NoiseSchedule(abc.ABC):
     def c_noise(self, t: Tensor) -> Tensor:
         """The backbone's conditioning value, shaped like ``t``, with |d c_noise/dt| bounded."""
 
+    def coefficients_with_rates(self, t: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """((c_skip, c_out, c_in, c_noise), their d/dt), each shaped like ``t``: what a JVP of the model
+        needs (Eq. 11). This default differentiates :meth:`coefficients` and :meth:`c_noise` with one
+        ``torch.func.jvp``; schedules with closed forms override it (Eq. 31: the jvp's overhead, ~3 ms
+        a call on CPU, is paid before the backbone's kernels are queued)."""
+        values, rates = torch.func.jvp(lambda s: (*self.coefficients(s), self.c_noise(s)), (t,), (torch.ones_like(t),))
+        return tuple(values), tuple(rates)
+
     # -- noise level in data units ----------------------------------------------------------------------------
     def edm_sigma(self, t: Tensor) -> Tensor:
         """s(t) = sigma(t) / alpha(t), the noise-to-signal ratio in data units (EDM's sigma; Eq. 8).

@@ -134,10 +134,7 @@ class ConsistencyModel(ComplexSafeModule):
         ``.df_dt()`` is the exact total derivative, equal to :func:`ctcm.total_derivative` of :meth:`forward`.
         """
         t = self._check_inputs(x, t)
-        ones = torch.ones_like(t)
-        # every schedule coefficient and its d/dt in one jvp (each torch.func call costs ~1 ms of overhead)
-        (c_skip, c_out, c_in, c_noise), (d_skip, d_out, d_in, d_noise) = torch.func.jvp(
-            lambda s: (*self.schedule.coefficients(s), self.schedule.c_noise(s)), (t,), (ones,))[:2]
+        (c_skip, c_out, c_in, c_noise), (d_skip, d_out, d_in, d_noise) = self.schedule.coefficients_with_rates(t)
         u, du = expand_like(c_in, x) * x, expand_like(d_in, x) * x + expand_like(c_in, x) * dx_dt
         raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)
         e = lambda c: expand_like(c, x)  # noqa: E731

@@ -66,6 +66,19 @@ class GeometricSchedule(NoiseSchedule):
     def c_noise(self, t: Tensor) -> Tensor:
         return 0.25 * torch.log(self.sigma(t))
 
+    def coefficients_with_rates(self, t: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Eq. 5 and its closed-form d/dt (Eq. 31): with e = sigma - sigma_min and e' = sigma' = L sigma,
+        L = ln(sigma_max / sigma_min): c_skip' = -2 e e' c_skip^2 / sigma_d^2, c_in' = -sigma sigma' c_in^3,
+        c_out' = sigma_d (e' c_in + e c_in'), c_noise' = L / 4."""
+        c_skip, c_out, c_in = self.coefficients(t)
+        sigma = self.sigma(t)
+        excess, rate = self.sigma_min * torch.expm1(self.log_ratio * t), self.log_ratio * sigma
+        d_skip = -2.0 * excess * rate * c_skip**2 / self.sigma_data**2
+        d_in = -sigma * rate * c_in**3
+        d_out = self.sigma_data * (rate * c_in + excess * d_in)
+        d_noise = torch.full_like(t, 0.25 * self.log_ratio)
+        return (c_skip, c_out, c_in, 0.25 * torch.log(sigma)), (d_skip, d_out, d_in, d_noise)
+
     def t_of_edm_sigma(self, s: Tensor) -> Tensor:
         return (torch.log(s / self.sigma_min) / self.log_ratio).clamp(self.t_min, self.t_max)
 
@@ -107,6 +120,12 @@ class TrigFlowSchedule(NoiseSchedule):
 
     def c_noise(self, t: Tensor) -> Tensor:
         return t
+
+    def coefficients_with_rates(self, t: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Eq. 7 and its d/dt (Eq. 31): (cos t, -sigma_d sin t, 1/sigma_d, t) -> (-sin t, -sigma_d cos t, 0, 1)."""
+        cos, sin = torch.cos(t), torch.sin(t)
+        values = (cos, -self.sigma_data * sin, torch.full_like(t, 1.0 / self.sigma_data), t)
+        return values, (-sin, -self.sigma_data * cos, torch.zeros_like(t), torch.ones_like(t))
 
     def edm_sigma(self, t: Tensor) -> Tensor:
         return self.sigma_data * torch.tan(t)

@@ -90,3 +90,17 @@ def test_bad_schedule_arguments_are_rejected():
         ctcm.create_schedule("geometric", sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(TypeError, match="proposal"):  # time distributions belong to objectives now
         ctcm.create_schedule("geometric", proposal="beta")
+
+
+@settings(max_examples=50, deadline=None)
+@given(u=st.lists(unit, min_size=1, max_size=16))
+def test_closed_form_coefficient_rates_equal_the_generic_jvp(schedule_name, u):
+    """Eq. 31: each built-in schedule's closed-form (c_skip, c_out, c_in, c_noise) and d/dt equal the
+    interface's default, one torch.func.jvp of coefficients() and c_noise(), in float64."""
+    s = make(schedule_name)
+    t = times(s, u)
+    values, rates = s.coefficients_with_rates(t)
+    ref_values, ref_rates = ctcm.NoiseSchedule.coefficients_with_rates(s, t)
+    assert type(s).coefficients_with_rates is not ctcm.NoiseSchedule.coefficients_with_rates
+    for ours, ref in zip(values + rates, ref_values + ref_rates, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)

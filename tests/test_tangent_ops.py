@@ -10,7 +10,8 @@ from torch import nn
 
 import ctcm
 from conftest import TINY_WFNO
-from ctcm_backbones.tangent_ops import gelu_pair, group_norm_pair, linear_pair, sequential_pair
+from ctcm_backbones.tangent_ops import (group_norm_pair, linear_packed, pack, pointwise_packed, sequential_pair,
+                                       unpack)
 
 F64 = torch.float64
 
@@ -26,7 +27,8 @@ def test_gelu_and_group_norm_rules(seed, scale):
     g = torch.Generator().manual_seed(seed)
     h = scale * torch.randn(2, 8, 5, 5, dtype=F64, generator=g)
     dh = torch.randn(2, 8, 5, 5, dtype=F64, generator=g)
-    _close(gelu_pair(h, dh), torch.func.jvp(nn.functional.gelu, (h,), (dh,)))
+    for name, f in [("gelu", nn.functional.gelu), ("silu", nn.functional.silu)]:
+        _close(unpack(pointwise_packed(name, h, dh)), torch.func.jvp(f, (h,), (dh,)))
     norm = nn.GroupNorm(4, 8).double()
     with torch.no_grad():
         norm.weight.normal_(generator=g)
@@ -38,7 +40,7 @@ def test_gelu_and_group_norm_rules(seed, scale):
 def test_linear_rule(layer):
     layer = layer.double()
     z, dz = torch.randn(3, 4, 6, 6, dtype=F64), torch.randn(3, 4, 6, 6, dtype=F64)
-    _close(linear_pair(layer, z, dz), torch.func.jvp(layer, (z,), (dz,)))
+    _close(unpack(linear_packed(layer, pack(z, dz))), torch.func.jvp(layer, (z,), (dz,)))
 
 
 def test_unknown_layer_is_refused():
@@ -49,7 +51,7 @@ def test_unknown_layer_is_refused():
 @pytest.mark.parametrize("train", [False, True])
 def test_wfno_forward_and_tangent_equals_jvp(train):
     torch.manual_seed(0)
-    net = ctcm.create_backbone("wfno", **TINY_WFNO, spectral_weight_drop=0.3).double().train(train)
+    net = ctcm.create_backbone("wfno", **TINY_WFNO, spectral_weight_drop=0.3, dropout=0.2).double().train(train)
     net.resample_noise_(torch.Generator().manual_seed(1))
     x, dx = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
     c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
@@ -62,3 +64,28 @@ def test_time_embedding_and_silu_rules():
     embed = ctcm.create_backbone("wfno", **TINY_WFNO).embed.double()
     c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
     _close(embed.forward_and_tangent(c, dc), torch.func.jvp(embed, (c,), (dc,)))
+
+
+def test_wfno_tangent_with_a_graph_has_the_jvps_parameter_gradients():
+    """With grad enabled the packed rules take their differentiable path (torch.cat instead of out=
+    kernels, GroupNorm's and GELU's backward kernels differentiated again): value, tangent and the
+    parameter gradients of <r, F> + <s, dF> equal those of torch.func.jvp in float64 (dropout and
+    spectral weight-drop on, one shared mask)."""
+    torch.manual_seed(0)
+    net = ctcm.create_backbone("wfno", **TINY_WFNO, spectral_weight_drop=0.3, dropout=0.2).double().train()
+    net.resample_noise_(torch.Generator().manual_seed(1))
+    x, dx = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
+    c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
+    r, s = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
+    params = list(net.parameters())
+
+    def grads(pair):
+        return torch.autograd.grad((r * pair[0]).sum() + (s * pair[1]).sum(), params)
+
+    ours = net.forward_and_tangent(x, dx, c, dc)
+    reference = torch.func.jvp(net, (x, c), (dx, dc))
+    _close(ours, reference)
+    for g_ours, g_ref in zip(grads(ours), grads(reference), strict=True):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-11)
+    with torch.no_grad():  # the out= path gives the same numbers
+        _close(net.forward_and_tangent(x, dx, c, dc), (ours[0].detach(), ours[1].detach()))
