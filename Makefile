@@ -23,7 +23,7 @@ test: $(STAMP)
 
 # ruff and mypy on the library (settings in pyproject.toml); CI runs this before the tests
 lint: $(STAMP)
-	$(PY) -m ruff check ctcm
+	$(PY) -m ruff check ctcm backbones objectives
 	$(PY) -m mypy
 
 bench: $(STAMP)

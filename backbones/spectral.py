@@ -148,7 +148,8 @@ def use_dft(x: Tensor) -> bool:
 
     DFT under ``torch.compile`` (inductor has no complex dtypes), on CUDA (tensor cores), under bf16 /
     fp16 (no bf16 FFT kernels), and on CPU up to DFT_MAX_PIXELS (measured: the ``ctcm`` vs ``ctcm-fft``
-    rows of ``python -m benchmarks``, and docs/architecture.md); FFT for larger CPU inputs, where the O(H W (m1 + m2)) products outgrow O(H W log HW).
+    rows of ``python -m benchmarks``, and docs/architecture.md); FFT for larger CPU inputs, where the
+    O(H W (m1 + m2)) products outgrow O(H W log HW).
     """
     if torch.compiler.is_compiling() or x.device.type == "cuda" or x.dtype in (torch.float16, torch.bfloat16):
         return True

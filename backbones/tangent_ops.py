@@ -9,14 +9,16 @@ tensor zz = [z; dz] of 2B rows (value rows first), so that
 * a nonlinearity writes its value and its tangent straight into the two halves of a new packed tensor
   (:func:`pointwise_packed`; no ``torch.cat`` copy when no graph is recorded), with the tangent computed
   by the nonlinearity's own backward kernel: gelu'(u) du is ``gelu_backward(du, u)``;
-* GroupNorm's tangent comes from its fused statistics and two fused passes (:func:`modulated_norm_pair`).
+* GroupNorm's tangent comes from its fused statistics and two fused passes (:func:`modulated_norm_tangent`),
+  from the value's y and 1/s: a forward that keeps them gives the tangent without recomputing the value.
 
 Every rule is tested against ``torch.func.jvp`` in float64, values, tangents and parameter gradients.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +75,17 @@ _POINTWISE = {
 }
 
 
+def _recording(*tensors: Tensor) -> bool:
+    """Whether autograd records a graph through any of ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def pointwise_tangent(name: str, u: Tensor, du: Tensor) -> Tensor:
+    """f'(u) du for f = ``gelu`` or ``silu``: f's backward kernel, or differentiable ops when a graph is recorded."""
+    f = _POINTWISE[name]
+    return f.differentiable(du, u) if _recording(u, du) else f.kernel(du, u)
+
+
 def pointwise_packed(name: str, u: Tensor, du: Tensor) -> Tensor:
     """[f(u); f'(u) du] for f = ``gelu`` (exact, erf form; gelu'(u) = Phi(u) + u phi(u)) or ``silu``, packed.
 
@@ -81,7 +94,7 @@ def pointwise_packed(name: str, u: Tensor, du: Tensor) -> Tensor:
     is not differentiable) and the tangent uses ops that are differentiable again. Same numbers.
     """
     f = _POINTWISE[name]
-    if torch.is_grad_enabled() and (u.requires_grad or du.requires_grad):
+    if _recording(u, du):
         return torch.cat([f.value(u), f.differentiable(du, u)])
     out = u.new_empty((2 * u.shape[0], *u.shape[1:]))
     b = u.shape[0]
@@ -90,49 +103,62 @@ def pointwise_packed(name: str, u: Tensor, du: Tensor) -> Tensor:
     return out
 
 
-def _group_stats(h: Tensor, dh: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """y = GroupNorm(h) without affine, and per (sample, channel) rstd, mean(dh), mean(y dh) of each channel's
-    group (B, C, 1, ...), in float32 at least (a bf16 variance loses the tangent's cancellations)."""
-    compute = torch.promote_types(h.dtype, torch.float32)
-    h, dh = h.to(compute), dh.to(compute)
+def group_norm_stats(h: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor]:
+    """y = GroupNorm(h) without affine, and 1/s per (sample, channel) (B, C, 1, ...), in float32 at least
+    (a bf16 variance loses the tangent's cancellations). Differentiable. Shapes: h (B, C, ...)."""
+    h = h.to(torch.promote_types(h.dtype, torch.float32))
     b, c = h.shape[:2]
     y, _, rstd = torch.native_group_norm(h, None, None, b, c, h[0, 0].numel(), groups, eps)
+    return y, _per_channel(rstd, h)
+
+
+def _per_channel(stat: Tensor, like: Tensor) -> Tensor:
+    """A per-(sample, group) statistic (B, G) -> per (sample, channel) (B, C, 1, ...) of ``like``."""
+    b, c = like.shape[:2]
+    return stat.repeat_interleave(c // stat.shape[1], dim=1).view((b, c) + (1,) * (like.ndim - 2))
+
+
+def modulated_norm_tangent(y: Tensor, rstd: Tensor, dh: Tensor, groups: int, scale: Tensor | float,
+                           dscale: Tensor | float, dshift: Tensor | float) -> Tensor:
+    """The tangent of u = y scale + shift, y = GroupNorm(h) (Eq. 20, 30), from y and 1/s of
+    :func:`group_norm_stats`: du = dy scale + y dscale + dshift with dy = (dh - mean(dh) - y mean(y dh)) / s,
+    written as dh (scale / s) + y (dscale - scale mean(y dh) / s) + (dshift - scale mean(dh) / s): one
+    statistics pass and two fused passes. Shapes: y, dh (B, C, H, W); rstd and the rest (B, C, 1, 1) or floats."""
+    b = y.shape[0]
+    dh = dh.to(y.dtype)
     yg, dhg = y.view(b, groups, -1), dh.reshape(b, groups, -1)
-    mean_dh = dhg.mean(-1)
-    mean_ydh = torch.linalg.vecdot(yg, dhg) / yg.shape[-1]  # one pass, no y * dh temporary (einsum: 6x slower)
-    shape = (b, c) + (1,) * (h.ndim - 2)
-    per_channel = lambda s: s.repeat_interleave(c // groups, dim=1).view(shape)  # noqa: E731
-    return y, per_channel(rstd), per_channel(mean_dh), per_channel(mean_ydh)
+    mean_dh = _per_channel(dhg.mean(-1), y)
+    mean_ydh = _per_channel(torch.linalg.vecdot(yg, dhg) / yg.shape[-1], y)  # one pass (einsum: 6x slower)
+    a = scale * rstd
+    return torch.addcmul(torch.addcmul(dshift - a * mean_dh, dh, a), y, dscale - a * mean_ydh)
 
 
 def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
     """GroupNorm without its affine map, and its tangent (Eq. 20): with y = (h - mu) / s per (sample, group),
-    dy = (dh - mean(dh) - y mean(y dh)) / s. Statistics in float32 at least (bf16 / fp16 inputs are
-    promoted). Written with differentiable ops (GroupNorm's backward kernel computes the same dy, since
-    the Jacobian is symmetric, but has no derivative of its own). Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
-    y, rstd, mean_dh, mean_ydh = _group_stats(h, dh, groups, eps)
-    return y, torch.addcmul(torch.addcmul(-rstd * mean_dh, dh, rstd), y, -rstd * mean_ydh)
+    dy = (dh - mean(dh) - y mean(y dh)) / s. Written with differentiable ops (GroupNorm's backward kernel
+    computes the same dy, the Jacobian being symmetric, but has no derivative of its own).
+    Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
+    y, rstd = group_norm_stats(h, groups, eps)
+    return y, modulated_norm_tangent(y, rstd, dh, groups, 1.0, 0.0, 0.0)
 
 
 def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: Tensor, shift: Tensor,
                         dscale: Tensor, dshift: Tensor) -> Pair:
-    """u = y scale + shift with y = GroupNorm(h) (no affine), and its tangent du = dy scale + y dscale + dshift
-    (Eq. 20, 30), written as du = dh (scale / s) + y (dscale - scale mean(y dh) / s) + (dshift - scale
-    mean(dh) / s): two fused passes. Shapes: h, dh (B, C, H, W); scale, shift, dscale, dshift (B, C, 1, 1)."""
-    y, rstd, mean_dh, mean_ydh = _group_stats(h, dh, groups, eps)
-    a = scale * rstd
-    du = torch.addcmul(torch.addcmul(dshift - a * mean_dh, dh, a), y, dscale - a * mean_ydh)
-    return torch.addcmul(shift, y, scale), du
+    """u = y scale + shift with y = GroupNorm(h) (no affine), and its tangent (:func:`modulated_norm_tangent`).
+    Shapes: h, dh (B, C, H, W); scale, shift, dscale, dshift (B, C, 1, 1)."""
+    y, rstd = group_norm_stats(h, groups, eps)
+    return torch.addcmul(shift, y, scale), modulated_norm_tangent(y, rstd, dh, groups, scale, dscale, dshift)
 
 
 def group_norm_pair(norm: nn.GroupNorm, h: Tensor, dh: Tensor) -> Pair:
-    """GroupNorm and its tangent: :func:`normalize_pair`, then the affine map (which scales the tangent by gamma)."""
+    """GroupNorm and its tangent: :func:`normalize_pair`, then the affine map (which scales the tangent by
+    gamma); computed in float32 at least, returned in h's dtype (as ``nn.GroupNorm``)."""
     y, dy = normalize_pair(h, dh, norm.num_groups, norm.eps)
     if norm.affine:
         shape = (1, -1) + (1,) * (h.ndim - 2)
         y = torch.addcmul(norm.bias.view(shape), y, norm.weight.view(shape))
         dy = dy * norm.weight.view(shape)
-    return y, dy
+    return y.to(h.dtype), dy.to(h.dtype)
 
 
 def sequential_packed(seq: nn.Sequential, zz: Tensor) -> Tensor:

@@ -41,4 +41,5 @@ class TimeEmbedding(nn.Module):
         angles = c_noise[:, None].to(self.freqs.dtype) * self.freqs[None, :]
         dangles = dc_noise[:, None].to(self.freqs.dtype) * self.freqs[None, :]
         sin, cos = torch.sin(angles), torch.cos(angles)
-        return sequential_pair(self.mlp, torch.cat([sin, cos], dim=1), torch.cat([cos * dangles, -sin * dangles], dim=1))
+        features, d_features = torch.cat([sin, cos], dim=1), torch.cat([cos * dangles, -sin * dangles], dim=1)
+        return sequential_pair(self.mlp, features, d_features)

@@ -9,7 +9,7 @@ so that ``torch.func.jvp`` works (the fused scaled-dot-product kernels have no f
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

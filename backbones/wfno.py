@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,17 +13,19 @@ from ctcm.interfaces import Backbone
 from .dropout import SharedDropout
 from .layers import group_norm
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
-from .tangent_ops import (add_to_values_, linear_packed, modulated_norm_pair, pack, pointwise_packed,
-                          sequential_packed, unpack)
+from .tangent_ops import (add_to_values_, group_norm_stats, linear_packed, modulated_norm_pair,
+                          modulated_norm_tangent, pack, pointwise_packed, pointwise_tangent, sequential_packed,
+                          unpack)
 from .time_embedding import TimeEmbedding
 
 
-def to_autocast_dtype(z: Tensor) -> Tensor:
-    """z in autocast's dtype when autocast is on (else unchanged): the block's fp32 activation feeds two
-    layers (3x3 convolution, spectral), and casting once beats autocast's cast per layer. Shapes: any."""
+def to_compute_dtype(z: Tensor, stream: Tensor) -> Tensor:
+    """z in the dtype the block's linear layers compute in: autocast's when autocast is on (the fp32
+    activation feeds two layers, 3x3 convolution and spectral, and one cast beats autocast's cast per
+    layer), else the residual stream's (GroupNorm and GELU run in fp32 at least, also in a bf16 model)."""
     if torch.is_autocast_enabled(z.device.type):
         return z.to(torch.get_autocast_dtype(z.device.type))
-    return z
+    return z.to(stream.dtype)
 
 
 class WeightedFourierBlock(nn.Module):
@@ -56,10 +60,16 @@ class WeightedFourierBlock(nn.Module):
     def modulation(self, film: Tensor) -> tuple[Tensor, Tensor]:
         """FiLM output (B, 2W) -> (scale, shift) (B, W, 1, 1) of the normalised h: the GroupNorm affine
         (g, b) then FiLM give y g (1 + gamma) + b (1 + gamma) + beta (Eq. 30). Linear in ``film`` but
-        for the constant 1 (a tangent passes ``film`` = its tangent and gets (g dgamma, b dgamma + dbeta))."""
+        for the constant 1 (a tangent passes ``film`` = its tangent and gets (g dgamma, b dgamma + dbeta));
+        :meth:`full_modulation` adds the constant part (g, b)."""
         gamma, beta = film[:, :, None, None].chunk(2, dim=1)
         g, b = self.norm.weight[:, None, None], self.norm.bias[:, None, None]
         return g * gamma, torch.addcmul(beta, b, gamma)
+
+    def full_modulation(self, emb: Tensor) -> tuple[Tensor, Tensor]:
+        """(scale, shift) of y for the time embedding ``emb`` (B, E): g (1 + gamma), b (1 + gamma) + beta."""
+        scale, shift = self.modulation(self.film(emb))
+        return scale + self.norm.weight[:, None, None], shift + self.norm.bias[:, None, None]
 
     def local(self, z: Tensor, bias: bool = True) -> Tensor:
         """a_s K(z) + (a_1 W_1 + a_3 W_3) * z + (a_1 b_1 + a_3 b_3) (Eq. 30); ``bias=False`` leaves out the
@@ -74,22 +84,44 @@ class WeightedFourierBlock(nn.Module):
         return self.mix[1, :, 0, 0] * self.conv1.bias + self.mix[2, :, 0, 0] * self.conv3.bias
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        scale, shift = self.modulation(self.film(emb))
-        y = F.group_norm(h, self.norm.num_groups, None, None, self.norm.eps)
-        z = self.dropout(F.gelu(torch.addcmul(shift + self.norm.bias[:, None, None], y,
-                                              scale + self.norm.weight[:, None, None])))
-        return h + self.local(to_autocast_dtype(z))
+        return self.forward_saving(h, emb)[0]
+
+    def forward_saving(self, h: Tensor, emb: Tensor) -> tuple[Tensor, BlockActivations]:
+        """The block, and the activations its tangent needs (:meth:`tangent`): nothing computed twice."""
+        scale, shift = self.full_modulation(emb)
+        y, rstd = group_norm_stats(h, self.norm.num_groups, self.norm.eps)
+        u = torch.addcmul(shift, y, scale)
+        z = self.dropout(F.gelu(u))
+        return h + self.local(to_compute_dtype(z, h)), BlockActivations(y, rstd, u, scale)
+
+    def tangent(self, saved: BlockActivations, dh: Tensor, demb: Tensor) -> Tensor:
+        """The block's tangent along (dh, demb) at the point :meth:`forward_saving` saved (Eq. 20, 30): the
+        linear maps run on dz alone (B rows). Call it without a graph (a stop-gradient tangent). Shapes:
+        dh (B, W, H, W'), demb (B, E) -> (B, W, H, W')."""
+        dscale, dshift = self.modulation(F.linear(demb, self.film.weight))
+        du = modulated_norm_tangent(saved.y, saved.rstd, dh, self.norm.num_groups, saved.scale, dscale, dshift)
+        dz = self.dropout(pointwise_tangent("gelu", saved.u, du))  # the step's mask, drawn by the forward
+        return dh + self.local(to_compute_dtype(dz, dh), bias=False)
 
     def forward_packed(self, hh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
         """The block and its directional derivative along (dh, demb) by the rules of Eq. 20, on a packed
         pair hh = [h; dh] (2B, W, H, W') -> [block(h, emb); its tangent]; the linear maps run once on the
         2B rows. emb, demb: (B, E)."""
-        film = linear_packed(self.film, pack(emb, demb))
-        (scale, shift), (dscale, dshift) = (self.modulation(f) for f in unpack(film))
-        scale, shift = scale + self.norm.weight[:, None, None], shift + self.norm.bias[:, None, None]
+        scale, shift = self.full_modulation(emb)
+        dscale, dshift = self.modulation(F.linear(demb, self.film.weight))
         u, du = modulated_norm_pair(*unpack(hh), self.norm.num_groups, self.norm.eps, scale, shift, dscale, dshift)
         zz = self.dropout.packed(pointwise_packed("gelu", u, du))
-        return add_to_values_(hh + self.local(to_autocast_dtype(zz), bias=False), self.local_bias())
+        return add_to_values_(hh + self.local(to_compute_dtype(zz, hh), bias=False), self.local_bias())
+
+
+class BlockActivations(NamedTuple):
+    """What a block's tangent needs from its forward: y = GroupNorm(h) (no affine), 1/s (B, W, 1, 1), the
+    GELU input u and the scale of y (B, W, 1, 1)."""
+
+    y: Tensor
+    rstd: Tensor
+    u: Tensor
+    scale: Tensor
 
 
 class WFNO2d(Backbone):
@@ -157,3 +189,21 @@ class WFNO2d(Backbone):
         for block in self.blocks:
             hh = block.forward_packed(hh, emb, demb)
         return unpack(sequential_packed(self.project, hh))
+
+    def forward_and_detached_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor,
+                                     dc_noise: Tensor) -> tuple[Tensor, Tensor]:
+        """F(x, c) with its graph, and its tangent along (dx, dc) without one, the tangent reusing the
+        forward's activations (each block's y, 1/s, GELU input): about one forward of extra work instead
+        of :meth:`forward_and_tangent`'s two. The small time embedding and projection head recompute their
+        value inside the no-grad packed rules."""
+        emb, h = self.embed(c_noise), self.lift(x)
+        with torch.no_grad():
+            demb = self.embed.forward_and_tangent(c_noise, dc_noise)[1]
+            dh = self.lift._conv_forward(dx, self.lift.weight, None)
+        for block in self.blocks:
+            h, saved = block.forward_saving(h, emb)
+            with torch.no_grad():
+                dh = block.tangent(saved, dh, demb)
+        with torch.no_grad():
+            d_out = unpack(sequential_packed(self.project, pack(h, dh)))[1]
+        return self.project(h), d_out

@@ -65,6 +65,19 @@ class Backbone(ComplexSafeModule, abc.ABC):
         f, df = torch.func.jvp(lambda u, c: self(u, c, **cond), (x, c_noise), (dx, dc_noise))[:2]
         return f, df
 
+    def forward_and_detached_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
+                                     **cond: Any) -> tuple[Tensor, Tensor]:
+        """F(x, c) recording its graph (as :meth:`forward`) and dF along (dx, dc) without one: what a
+        stop-gradient tangent objective needs at the point of its differentiable forward (sCM, ``tangent``).
+
+        This default runs the forward, then :meth:`forward_and_tangent` under ``no_grad`` (the value twice);
+        a backbone can override it to reuse the forward's activations (wfno does). All (B, C_out, H, W).
+        """
+        out = self(x, c_noise, **cond)
+        with torch.no_grad():
+            d_out = self.forward_and_tangent(x, dx, c_noise, dc_noise, **cond)[1]
+        return out, d_out
+
     def resample_noise_(self, generator: torch.Generator | None = None) -> None:
         """Draw new per-step randomness (called once per training step, before any forward); default none.
 
@@ -132,8 +145,8 @@ class NoiseSchedule(abc.ABC):
         needs (Eq. 11). This default differentiates :meth:`coefficients` and :meth:`c_noise` with one
         ``torch.func.jvp``; schedules with closed forms override it (Eq. 31: the jvp's overhead, ~3 ms
         a call on CPU, is paid before the backbone's kernels are queued)."""
-        values, rates = torch.func.jvp(lambda s: (*self.coefficients(s), self.c_noise(s)), (t,), (torch.ones_like(t),))
-        return tuple(values), tuple(rates)
+        out = torch.func.jvp(lambda s: (*self.coefficients(s), self.c_noise(s)), (t,), (torch.ones_like(t),))
+        return tuple(out[0]), tuple(out[1])
 
     # -- noise level in data units ----------------------------------------------------------------------------
     def edm_sigma(self, t: Tensor) -> Tensor:

@@ -111,12 +111,19 @@ class ConsistencyModel(ComplexSafeModule):
         _, _, c_in = self.schedule.coefficients(t)
         return self.backbone(expand_like(c_in, x) * x, self.schedule.c_noise(t), **cond)
 
-    def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False,
-                **cond: Any) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False, tangent_along: Tensor | None = None,
+                **cond: Any) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, TimeDerivative]:
         """f_theta(x_t, t; cond) (Eq. 3). x (B, C, H, W); t (B,) or scalar; cond: tensors (B, ...) for the
         backbone (e.g. class labels ``y``). Returns (B, C, H, W), or the pair (f, F) with the backbone's
-        output F when ``return_raw`` (objectives written in F, such as sCM's)."""
+        output F when ``return_raw`` (objectives written in F, such as sCM's).
+
+        ``tangent_along`` = dx_t/dt (B, C, H, W): returns (f, F, d) with d the :class:`TimeDerivative` at
+        (x, t) along it computed without a graph (stop-gradient), in one pass with the differentiable f
+        (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s.
+        """
         t = self._check_inputs(x, t)
+        if tangent_along is not None:
+            return self._forward_with_time_derivative(x, t, tangent_along, **cond)
         c_skip, c_out, _ = self.schedule.coefficients(t)
         raw = self.raw(x, t, **cond)
         f = expand_like(c_skip, x) * x + expand_like(c_out, x) * raw
@@ -134,14 +141,36 @@ class ConsistencyModel(ComplexSafeModule):
         ``.df_dt()`` is the exact total derivative, equal to :func:`ctcm.total_derivative` of :meth:`forward`.
         """
         t = self._check_inputs(x, t)
-        (c_skip, c_out, c_in, c_noise), (d_skip, d_out, d_in, d_noise) = self.schedule.coefficients_with_rates(t)
-        u, du = expand_like(c_in, x) * x, expand_like(d_in, x) * x + expand_like(c_in, x) * dx_dt
+        values, rates = self.schedule.coefficients_with_rates(t)
+        u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
         raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)
-        e = lambda c: expand_like(c, x)  # noqa: E731
-        return TimeDerivative(
-            f=e(c_skip) * x + e(c_out) * raw, raw=raw, d_raw=d_raw,
-            network=e(d_skip) * x + e(c_out) * d_raw, path=e(c_skip) * dx_dt + e(d_out) * raw,
-        )
+        return self._assemble(x, dx_dt, values, rates, raw, d_raw)
+
+    def _forward_with_time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor,
+                                      **cond: Any) -> tuple[Tensor, Tensor, TimeDerivative]:
+        """(f, F) with their graph and the detached :class:`TimeDerivative`, from one backbone pass."""
+        values, rates = self.schedule.coefficients_with_rates(t)
+        u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
+        raw, d_raw = self.backbone.forward_and_detached_tangent(u, du, c_noise, d_noise, **cond)
+        f = expand_like(values[0], x) * x + expand_like(values[1], x) * raw
+        with torch.no_grad():
+            return f, raw, self._assemble(x, dx_dt, values, rates, raw.detach(), d_raw)
+
+    @staticmethod
+    def _backbone_path(x: Tensor, dx_dt: Tensor, values: tuple[Tensor, ...],
+                       rates: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The backbone's input c_in x and its d/dt c_in' x + c_in dx_t/dt, with (c_noise, c_noise')."""
+        c_in, d_in = expand_like(values[2], x), expand_like(rates[2], x)
+        return c_in * x, d_in * x + c_in * dx_dt, values[3], rates[3]
+
+    @staticmethod
+    def _assemble(x: Tensor, dx_dt: Tensor, values: tuple[Tensor, ...], rates: tuple[Tensor, ...], raw: Tensor,
+                  d_raw: Tensor) -> TimeDerivative:
+        """Eq. 11 from the coefficients, F and dF/dt."""
+        c_skip, c_out = (expand_like(c, x) for c in values[:2])
+        d_skip, d_out = (expand_like(c, x) for c in rates[:2])
+        return TimeDerivative(f=c_skip * x + c_out * raw, raw=raw, d_raw=d_raw,
+                              network=d_skip * x + c_out * d_raw, path=c_skip * dx_dt + d_out * raw)
 
     # -- sampling ---------------------------------------------------------------------------------------------
     def sample(self, n: int, *, steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
@@ -160,7 +189,7 @@ class ConsistencyModel(ComplexSafeModule):
 
 def compile_backbone(model: ConsistencyModel, **options: Any) -> ConsistencyModel:
     """``torch.compile`` the hot path of a training step in place: the backbone's forward (with its
-    backward, through AOTAutograd) and its ``forward_and_tangent``.
+    backward, through AOTAutograd), its ``forward_and_tangent`` and ``forward_and_detached_tangent``.
 
     The objectives evaluate the tangent and the no-grad target on the unwrapped model, so compiling the
     wrapper alone (``torch.compile(model)``) would leave them eager. Parameters, ``state_dict`` and
@@ -169,5 +198,6 @@ def compile_backbone(model: ConsistencyModel, **options: Any) -> ConsistencyMode
     """
     backbone = model.backbone
     backbone.compile(**options)
-    backbone.forward_and_tangent = torch.compile(backbone.forward_and_tangent, **options)  # type: ignore[method-assign]
+    for name in ("forward_and_tangent", "forward_and_detached_tangent"):
+        setattr(backbone, name, torch.compile(getattr(backbone, name), **options))
     return model

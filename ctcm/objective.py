@@ -21,7 +21,7 @@ from .runtime import unwrap
 from .time_distributions import TimeDistribution, make_time_distribution
 
 if TYPE_CHECKING:
-    from .model import ConsistencyModel
+    from .model import ConsistencyModel, TimeDerivative
 
 
 @dataclass
@@ -44,12 +44,16 @@ class ObjectiveContext:
         cond: conditioning passed to every model call, tensors (B, ...) (this rank's slice, like ``x0``).
         rank, world_size: with a generator in the same state on every rank, each draw is made for the
             global batch and this rank keeps its slice, so W ranks see exactly the draws of one process.
+        with_time_derivative: compute :attr:`time_derivative` in the same backbone pass as the
+            differentiable forward (:attr:`f`, :attr:`raw`), reusing its activations; set when a term uses
+            both (:attr:`Objective.uses_time_derivative`).
     """
 
     def __init__(self, model: nn.Module, x0: Tensor, step: int = 0, generator: torch.Generator | None = None,
                  *, time_distribution: TimeDistribution | None = None, rank: int = 0, world_size: int = 1,
-                 cond: dict[str, Tensor] | None = None) -> None:
+                 cond: dict[str, Tensor] | None = None, with_time_derivative: bool = False) -> None:
         self.model, self.x0, self.step, self.generator = model, x0, int(step), generator
+        self.with_time_derivative = with_time_derivative
         self.time_distribution = time_distribution or make_time_distribution(None)
         self.cond: dict[str, Tensor] = dict(cond or {})
         self.rank, self.world_size = int(rank), int(world_size)
@@ -102,8 +106,18 @@ class ObjectiveContext:
         return self._path[1]
 
     @cached_property
-    def _outputs(self) -> tuple[Tensor, Tensor]:
-        return self.model(self.x_t, self.t, return_raw=True, **self.cond)
+    def _outputs(self) -> tuple[Tensor, ...]:
+        along = self.dx_dt if self.with_time_derivative else None
+        return self.model(self.x_t, self.t, return_raw=True, tangent_along=along, **self.cond)
+
+    @cached_property
+    def time_derivative(self) -> TimeDerivative:
+        """The stop-gradient :class:`ctcm.model.TimeDerivative` of f at (x_t, t) along dx_t/dt (Eq. 11): from the
+        differentiable forward's pass when ``with_time_derivative``, else one no-grad JVP of the model."""
+        if self.with_time_derivative:
+            return cast("TimeDerivative", self._outputs[2])
+        with torch.no_grad():
+            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, **self.cond)
 
     @property
     def f(self) -> Tensor:
@@ -126,6 +140,9 @@ class Objective(abc.ABC):
     """
 
     name: str = "objective"
+    #: True when :meth:`compute` uses both ``ctx.time_derivative`` and the differentiable ``ctx.f`` / ``ctx.raw``:
+    #: the context then gets both from one backbone pass (the tangent reuses the forward's activations).
+    uses_time_derivative: bool = False
 
     def time_distribution(self) -> TimeDistribution | None:
         """The distribution of t this objective is defined with (None: no preference)."""
@@ -150,7 +167,8 @@ class Objective(abc.ABC):
             net.resample_noise_(generator)
         total = WeightedSum(self.terms())
         ctx = ObjectiveContext(model, x0, step, generator, time_distribution=total.time_distribution(),
-                               rank=rank, world_size=world_size, cond=cond)
+                               rank=rank, world_size=world_size, cond=cond,
+                               with_time_derivative=total.uses_time_derivative)
         return total.compute(ctx)
 
     def terms(self) -> list[tuple[float, "Objective"]]:
@@ -189,6 +207,10 @@ class WeightedSum(Objective):
 
     def terms(self) -> list[tuple[float, Objective]]:
         return list(self._terms)
+
+    @property
+    def uses_time_derivative(self) -> bool:  # type: ignore[override]
+        return any(o.uses_time_derivative for _, o in self._terms)
 
     def time_distribution(self) -> TimeDistribution | None:
         """The terms' common time distribution (they share one draw of t); an error if two terms differ."""

@@ -66,6 +66,7 @@ class SCMObjective(Objective):
     adaptive_hidden: int = 128
     time: Any = None
     name = "scm"
+    uses_time_derivative = True
 
     def __post_init__(self) -> None:
         self._time: TimeDistribution = make_time_distribution(self.time, SCM_TIME)
@@ -84,8 +85,7 @@ class SCMObjective(Objective):
             raise ValueError(f"the scm objective is defined on TrigFlow; this model uses {type(schedule).__name__}: "
                              f"build it with schedule='trigflow' (e.g. the wfno-cifar-trigflow recipe)")
         sd, x_t, t = schedule.sigma_data, ctx.x_t, ctx.t
-        with torch.no_grad():
-            d = ctx.net.time_derivative(x_t, t, ctx.dx_dt, **ctx.cond)
+        d = ctx.time_derivative  # no graph (stop-gradient), from the differentiable forward's pass
         cos, sin = expand_like(torch.cos(t), x_t), expand_like(torch.sin(t), x_t)
         r = tangent_warmup(ctx.step, self.warmup_steps)
         g = -cos**2 * (sd * d.raw - ctx.dx_dt) - r * cos * sin * (x_t + sd * d.d_raw)

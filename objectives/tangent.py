@@ -40,6 +40,7 @@ class TangentObjective(Objective):
     warmup_steps: int = 0
     time: Any = None
     name = "tangent"
+    uses_time_derivative = True
 
     def __post_init__(self) -> None:
         self._time: TimeDistribution = make_time_distribution(self.time)
@@ -48,9 +49,7 @@ class TangentObjective(Objective):
         return self._time
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
-        with torch.no_grad():
-            d = ctx.net.time_derivative(ctx.x_t, ctx.t, ctx.dx_dt, **ctx.cond)
-            g = d.df_dt(tangent_warmup(ctx.step, self.warmup_steps))
+        g = ctx.time_derivative.df_dt(tangent_warmup(ctx.step, self.warmup_steps))  # no graph (stop-gradient)
         g = g.to(torch.promote_types(g.dtype, torch.float32))  # normalisation and loss in fp32 under autocast
         g_norm = g.flatten(1).norm(dim=1)
         if self.normalize:

@@ -52,3 +52,13 @@ def test_default_resample_noise_changes_nothing():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     net.resample_noise_(torch.Generator().manual_seed(0))
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_default_forward_and_detached_tangent_is_forward_and_a_no_grad_jvp():
+    net = StubBackbone(n_classes=2).double()
+    x, dx = torch.randn(2, 3, 4, 4, dtype=F64), torch.randn(2, 3, 4, 4, dtype=F64)
+    c, dc, y = torch.tensor([0.2, -0.4], dtype=F64), torch.tensor([1.0, 3.0], dtype=F64), torch.tensor([1, 0])
+    f, df = net.forward_and_detached_tangent(x, dx, c, dc, y=y)
+    expected = torch.func.jvp(lambda u, s: net(u, s, y=y), (x, c), (dx, dc))
+    torch.testing.assert_close((f, df), expected)
+    assert f.grad_fn is not None and df.grad_fn is None and not df.requires_grad

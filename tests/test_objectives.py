@@ -33,14 +33,18 @@ def test_composition_weights_and_logs():
 
 
 def test_terms_share_one_draw_and_one_forward():
-    model = tiny_model()  # wfno: its own forward mode, so the JVP makes no extra forward call
-    calls, jvps = [], []
-    model.backbone.register_forward_hook(lambda *a: calls.append(1))
-    rule = model.backbone.forward_and_tangent
-    model.backbone.forward_and_tangent = lambda *a: (jvps.append(1), rule(*a))[1]
+    model = tiny_model()  # wfno: its own forward mode, so the tangent makes no extra forward call
+    calls: dict[str, int] = {"forward": 0, "forward_and_tangent": 0, "forward_and_detached_tangent": 0}
+    model.backbone.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
+    for name in ("forward_and_tangent", "forward_and_detached_tangent"):
+        rule = getattr(model.backbone, name)
+        setattr(model.backbone, name, lambda *a, _rule=rule, _name=name: (
+            calls.__setitem__(_name, calls[_name] + 1), _rule(*a))[1])
     (ctcm.create_objective("consistency") + ctcm.create_objective("tangent"))(model, batch())
-    # one differentiable forward (shared by both terms), one target forward, one JVP
-    assert len(calls) == 2 and len(jvps) == 1
+    # one pass for the differentiable forward (shared by both terms) and the tangent, one target forward
+    assert calls == {"forward": 1, "forward_and_tangent": 0, "forward_and_detached_tangent": 1}
+    ctcm.create_objective("consistency")(model, batch())  # no tangent term: a plain differentiable forward
+    assert calls == {"forward": 3, "forward_and_tangent": 0, "forward_and_detached_tangent": 1}
 
 
 def test_same_generator_gives_same_loss():
@@ -125,3 +129,27 @@ def test_ranks_draw_their_slice_of_the_global_batch():
                                 rank=rank, world_size=2)
         assert torch.equal(part.t, whole.t[2 * rank:2 * rank + 2])
         assert torch.equal(part.noise, whole.noise[2 * rank:2 * rank + 2])
+
+
+@pytest.mark.parametrize("objective, schedule", [("consistency+tangent", "geometric"), ("scm", "trigflow")])
+def test_one_pass_tangent_gives_the_same_loss_and_gradients(objective, schedule):
+    """Terms using the time derivative (tangent, scm) get it from the differentiable forward's pass; the
+    loss and the gradients equal those of a separate no-grad JVP (float64, dropout on)."""
+    model = tiny_model(schedule, dropout=0.2).train()
+
+    def make() -> ctcm.Objective:
+        if objective == "scm":
+            return ctcm.create_objective("scm")
+        return ctcm.create_objective("consistency") + 0.1 * ctcm.create_objective("tangent", warmup_steps=0)
+
+    results = []
+    for one_pass in (True, False):
+        obj = make()
+        for _, term in obj.terms():
+            if term.uses_time_derivative:
+                term.uses_time_derivative = one_pass
+        assert obj.uses_time_derivative == one_pass
+        out = obj(model, batch(), step=100, generator=torch.Generator().manual_seed(3))
+        results.append((out.loss.detach(), grads(model, out.loss)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-11)

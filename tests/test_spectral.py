@@ -110,3 +110,5 @@ def test_half_precision_inputs_compute_the_fft_in_float32():
     torch.testing.assert_close(mixed.float(), reference, atol=0.1, rtol=0.1)
     low = model.to(torch.bfloat16)(x.bfloat16(), t.bfloat16())
     assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    d = model.time_derivative(x.bfloat16(), t.bfloat16(), torch.randn_like(x).bfloat16())  # the tangent too
+    assert d.d_raw.dtype == torch.bfloat16 and torch.isfinite(d.df_dt()).all()

@@ -20,12 +20,15 @@ def _batch(model: ctcm.ConsistencyModel, b: int = 3) -> tuple[torch.Tensor, torc
 
 
 def _step_outputs(model: ctcm.ConsistencyModel, x, t, v) -> list[torch.Tensor]:
-    """forward, no-grad tangent, and the gradient of a loss through forward (what a training step calls)."""
+    """forward, no-grad tangent, and the gradient of a loss through forward (what a training step calls),
+    then the same from the one-pass forward with its detached tangent (what a tangent objective calls)."""
     f = model(x, t)
     grads = torch.autograd.grad(f.square().mean(), list(model.parameters()))
     with torch.no_grad():
         df = model.time_derivative(x, t, v).df_dt()
-    return [f.detach(), df, *grads]
+    f1, _, d = model(x, t, return_raw=True, tangent_along=v)
+    grads1 = torch.autograd.grad((f1.square() * d.df_dt()).mean(), list(model.parameters()))
+    return [f.detach(), df, *grads, f1.detach(), d.df_dt(), *grads1]
 
 
 def _check_compiled_equals_eager(backend: str, dropout: float = 0.0) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ctcm
-from conftest import TINY_WFNO
+from conftest import TINY_WFNO, tiny_model
 from ctcm_backbones.tangent_ops import (group_norm_pair, linear_packed, pack, pointwise_packed, sequential_pair,
                                        unpack)
 
@@ -89,3 +89,29 @@ def test_wfno_tangent_with_a_graph_has_the_jvps_parameter_gradients():
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-11)
     with torch.no_grad():  # the out= path gives the same numbers
         _close(net.forward_and_tangent(x, dx, c, dc), (ours[0].detach(), ours[1].detach()))
+
+
+@pytest.mark.parametrize("schedule", ["geometric", "trigflow"])
+def test_one_pass_forward_with_detached_tangent_equals_forward_and_jvp(schedule):
+    """wfno's forward_and_detached_tangent (the tangent reusing the forward's activations), through
+    model(x, t, tangent_along=v): f and F equal the plain forward, with the same parameter gradients;
+    the TimeDerivative equals time_derivative's (float64, dropout and weight-drop on) and has no graph."""
+    model = tiny_model(schedule, spectral_weight_drop=0.3, dropout=0.2).train()
+    model.resample_noise_(torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    x, v = torch.randn(3, 3, 8, 8, dtype=F64, generator=g), torch.randn(3, 3, 8, 8, dtype=F64, generator=g)
+    t = model.schedule.t_min + (model.schedule.t_max - model.schedule.t_min) * torch.rand(3, dtype=F64, generator=g)
+    params = list(model.parameters())
+    f, raw, d = model(x, t, return_raw=True, tangent_along=v)
+    f_ref, raw_ref = model(x, t, return_raw=True)
+    torch.testing.assert_close((f, raw), (f_ref, raw_ref), rtol=1e-12, atol=1e-12)
+    loss = lambda a, b: (a.square() + a * b).mean()  # noqa: E731
+    for ours, ref in zip(torch.autograd.grad(loss(f, raw), params), torch.autograd.grad(loss(f_ref, raw_ref), params),
+                         strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        ref = model.time_derivative(x, t, v)
+    for name in ("f", "raw", "d_raw", "network", "path"):
+        ours_field = getattr(d, name)
+        assert not ours_field.requires_grad, name
+        torch.testing.assert_close(ours_field, getattr(ref, name), rtol=1e-9, atol=1e-11)
