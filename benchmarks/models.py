@@ -4,6 +4,7 @@ For each preset (``wfno-cifar``, ``fno-cifar``, ``unet-cifar``, matched at ~30.4
 batch (x_t, t, dx_t/dt) drawn from the preset's schedule, measured side by side:
 
 * ``forward``: f(x_t, t), no grad;                 ``forward_grad``: the same, recording the graph;
+* ``forward_double_batch``: f at 2B samples, no grad (the floor of a JVP that runs its linear maps on [z; dz]);
 * ``jvp_nograd``: ``model.time_derivative`` (one ``torch.func.jvp`` of the backbone), no grad;
 * ``total_derivative``: ``ctcm.total_derivative(model, ...)`` (jvp of the whole model), no grad;
 * ``jvp_grad``: ``model.time_derivative`` recording the graph;
@@ -28,7 +29,8 @@ from .settings import Settings
 from .timing import measure, peak_memory_mb, precision_context
 
 FD_STEP = 1e-3
-JVP_KEYS = ("forward", "forward_grad", "jvp_nograd", "total_derivative", "jvp_grad", "finite_difference")
+JVP_KEYS = ("forward", "forward_grad", "forward_double_batch", "jvp_nograd", "total_derivative", "jvp_grad",
+            "finite_difference")
 STEP_KEYS = ("step_consistency", "step_consistency_tangent")
 
 
@@ -79,6 +81,7 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
     jvp_fns = _try({
         "forward": nograd(lambda: model(x_t, t)),
         "forward_grad": withgrad(lambda: model(x_t, t)),
+        "forward_double_batch": nograd(lambda: model(torch.cat([x_t, x_t]), torch.cat([t, t]))),
         "jvp_nograd": nograd(lambda: model.time_derivative(x_t, t, dx_dt)),
         "total_derivative": nograd(lambda: ctcm.total_derivative(model, x_t, t, dx_dt)),
         "jvp_grad": withgrad(lambda: model.time_derivative(x_t, t, dx_dt)),

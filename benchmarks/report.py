@@ -85,15 +85,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"{'-' if diff is None else f'{diff:.1e}'} |")
 
     lines += ["", "### 2. JVP cost (ratio to a no-grad forward) and training step", "",
-              "| prec | preset | params | B | forward ms | fwd (grad) | JVP no grad | total_derivative | JVP grad | "
-              "finite diff (2 fwd) | step cons. ms | step cons.+tangent ms | tangent step ratio |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| prec | preset | params | B | forward ms | fwd (grad) | fwd at 2B | JVP no grad | total_derivative | "
+              "JVP grad | finite diff (2 fwd) | step cons. ms | step cons.+tangent ms | tangent step ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         q, t = r.get("ratio_to_forward", {}), r["times"]
         med = lambda k: t.get(k, {}).get("median_s")  # noqa: E731
         lines.append(
             f"| {r['precision']} | {r['preset']} | {r['params'] / 1e6:.2f}M | {r['batch']} | {_ms(med('forward'))} | "
-            f"{_x(q.get('forward_grad'))} | {_x(q.get('jvp_nograd'))} | {_x(q.get('total_derivative'))} | "
+            f"{_x(q.get('forward_grad'))} | {_x(q.get('forward_double_batch'))} | {_x(q.get('jvp_nograd'))} | "
+            f"{_x(q.get('total_derivative'))} | "
             f"{_x(q.get('jvp_grad'))} | {_x(q.get('finite_difference'))} | {_ms(med('step_consistency'))} | "
             f"{_ms(med('step_consistency_tangent'))} | {_x(r.get('tangent_step_ratio'))} |")
 
