@@ -54,7 +54,11 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
     """Every figure of sections 2 and 3 for one preset."""
     torch.manual_seed(0)
     override = settings.backbone_overrides.get(preset)
-    model = ctcm.build(preset, backbone=override, resolution=settings.model_resolution).to(device).train()
+    try:
+        model = ctcm.build(preset, backbone=override, resolution=settings.model_resolution).to(device).train()
+    except ImportError as exc:  # e.g. fno-cifar without neuraloperator: a row with the reason, not a crash
+        return {"preset": preset, "precision": precision, "batch": settings.model_batch, "params": 0, "times": {},
+                "errors": {"build": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}}
     sched, b = model.schedule, settings.model_batch
     x0 = torch.rand(b, model.channels, model.resolution, model.resolution, device=device) * 2 - 1
     t = ctcm.create_objective("consistency").time_distribution().sample(b, sched, device=device)
