@@ -152,6 +152,11 @@ class Objective(abc.ABC):
         """A module holding this objective's trainable parameters, or None."""
         return None
 
+    def check_model(self, model: ConsistencyModel) -> None:
+        """Raise a ValueError naming the fix when this objective cannot train ``model`` (e.g. sCM needs the
+        TrigFlow schedule). The trainer calls it before loading any data; default: any model will do."""
+        return None
+
     @abc.abstractmethod
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         """The loss for one batch, using (and sharing) what ``ctx`` provides."""
@@ -222,6 +227,10 @@ class WeightedSum(Objective):
                     f"objective terms '{found[0][0]}' and '{label}' use different time distributions "
                     f"({found[0][1]} vs {d}) but share one draw of t: give them the same 'time'")
         return found[0][1] if found else None
+
+    def check_model(self, model: ConsistencyModel) -> None:
+        for _, term in self._terms:
+            term.check_model(model)
 
     def parameters_module(self) -> nn.Module | None:
         """The terms' parameter modules in a ModuleDict keyed by term label (None when no term has any)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +14,9 @@ from ctcm.schedules import TrigFlowSchedule
 from ctcm.time_distributions import TimeDistribution, make_time_distribution
 
 from .tangent import tangent_warmup
+
+if TYPE_CHECKING:
+    from ctcm.model import ConsistencyModel
 
 SCM_TIME = {"name": "lognormal", "p_mean": -1.0, "p_std": 1.4}
 
@@ -78,13 +81,16 @@ class SCMObjective(Objective):
     def parameters_module(self) -> nn.Module | None:
         return self._weight
 
+    def check_model(self, model: ConsistencyModel) -> None:
+        if not isinstance(model.schedule, TrigFlowSchedule):
+            raise ValueError(f"the scm objective is defined on TrigFlow; this model uses "
+                             f"{type(model.schedule).__name__}: build it with schedule='trigflow' (e.g. the "
+                             f"wfno-cifar-trigflow recipe)")
+
     def tangent(self, ctx: ObjectiveContext) -> Tensor:
         """The normalised g of Algorithm 1 (no grad), (B, C, H, W)."""
-        schedule = ctx.schedule
-        if not isinstance(schedule, TrigFlowSchedule):
-            raise ValueError(f"the scm objective is defined on TrigFlow; this model uses {type(schedule).__name__}: "
-                             f"build it with schedule='trigflow' (e.g. the wfno-cifar-trigflow recipe)")
-        sd, x_t, t = schedule.sigma_data, ctx.x_t, ctx.t
+        self.check_model(ctx.net)
+        sd, x_t, t = ctx.schedule.sigma_data, ctx.x_t, ctx.t
         d = ctx.time_derivative  # no graph (stop-gradient), from the differentiable forward's pass
         cos, sin = expand_like(torch.cos(t), x_t), expand_like(torch.sin(t), x_t)
         r = tangent_warmup(ctx.step, self.warmup_steps)

@@ -169,3 +169,10 @@ def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ctcm.cli", "sample", "--ckpt", str(tmp_path / "none.pt"),
                            "--npz", str(tmp_path / "x.npz"), "--device", "cpu"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "checkpoint not found" in done.stderr
+
+
+def test_objective_that_cannot_train_the_model_fails_before_the_data(tmp_path, capsys):
+    """sCM on the geometric schedule: one line naming the trigflow fix, before the (missing) data is read."""
+    missing = str(tmp_path / "no-such-data.npz")
+    fails(["--config", str(TINY), "--out", str(tmp_path / "run"), "--data", missing, "--no-progress", *FAST,
+           "objective=[{name: scm}]"], capsys, r"scm objective is defined on TrigFlow.*schedule='trigflow'")

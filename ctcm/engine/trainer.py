@@ -124,6 +124,7 @@ class Trainer:
 
         self.model = build(cfg.model).to(self.device)
         self.objective: Objective = build_objective(cfg.objective)
+        self.objective.check_model(self.model)  # before any data is read: a mismatch fails in a second
         # an objective's own trainable parameters (e.g. sCM's adaptive weighting): optimised with the model
         self.objective_params = (self.objective.parameters_module() or nn.Module()).to(self.device)
         if cfg.init_from is not None and self.resumed_from is None:
