@@ -34,12 +34,18 @@ def test_missing_attribute_is_named():
         ctcm.ConsistencyModel(NoChannels(), ctcm.create_schedule("geometric"))
 
 
-def test_default_forward_and_tangent_is_the_jvp():
+def _stub_point():
+    """A conditional stub backbone in float64, a point (x, c, y), a direction (dx, dc), and the reference
+    (F, dF) of torch.func.jvp there."""
     net = StubBackbone(n_classes=2).double()
     x, dx = torch.randn(2, 3, 4, 4, dtype=F64), torch.randn(2, 3, 4, 4, dtype=F64)
     c, dc, y = torch.tensor([0.2, -0.4], dtype=F64), torch.tensor([1.0, 3.0], dtype=F64), torch.tensor([1, 0])
+    return net, (x, dx, c, dc), y, torch.func.jvp(lambda u, s: net(u, s, y=y), (x, c), (dx, dc))
+
+
+def test_default_forward_and_tangent_is_the_jvp():
+    net, (x, dx, c, dc), y, expected = _stub_point()
     f, df = net.forward_and_tangent(x, dx, c, dc, y=y)
-    expected = torch.func.jvp(lambda u, s: net(u, s, y=y), (x, c), (dx, dc))
     torch.testing.assert_close((f, df), expected)
     # a finite-difference check that the default is a derivative (not just the same call twice)
     h = 1e-6
@@ -55,10 +61,7 @@ def test_default_resample_noise_changes_nothing():
 
 
 def test_default_forward_and_detached_tangent_is_forward_and_a_no_grad_jvp():
-    net = StubBackbone(n_classes=2).double()
-    x, dx = torch.randn(2, 3, 4, 4, dtype=F64), torch.randn(2, 3, 4, 4, dtype=F64)
-    c, dc, y = torch.tensor([0.2, -0.4], dtype=F64), torch.tensor([1.0, 3.0], dtype=F64), torch.tensor([1, 0])
+    net, (x, dx, c, dc), y, expected = _stub_point()
     f, df = net.forward_and_detached_tangent(x, dx, c, dc, y=y)
-    expected = torch.func.jvp(lambda u, s: net(u, s, y=y), (x, c), (dx, dc))
     torch.testing.assert_close((f, df), expected)
     assert f.grad_fn is not None and df.grad_fn is None and not df.requires_grad
