@@ -3,6 +3,7 @@ integrity, preemption with DataLoader workers."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import ctcm
 from ctcm.config import ConfigError
@@ -276,3 +278,20 @@ def test_session_restores_process_settings_even_on_error():
             raise RuntimeError("boom")
     assert torch.get_num_threads() == threads and signal.getsignal(signal.SIGTERM) == handler
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("where, value", [(None, 0.0), ("parameter", math.inf), ("parameter", -math.inf),
+                                          ("parameter", math.nan), ("buffer", math.nan)])
+def test_weights_finite_finds_any_non_finite_entry(where, value):
+    """The fused check (x * 0 is NaN exactly for non-finite x): one bad entry anywhere, in a parameter or a
+    floating buffer, and only then; huge finite weights (whose norm overflows) are finite."""
+    from ctcm.engine.trainer import weights_finite
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    with torch.no_grad():
+        net[0].weight[1, 2] = 3e38  # finite, and its norm would overflow float32
+        if where == "parameter":
+            net[0].bias[3] = value
+        elif where == "buffer":
+            net[1].running_mean[0] = value
+    assert weights_finite(net) is (where is None)

@@ -80,9 +80,14 @@ def resolve_resume(out: Path, resume: str | os.PathLike | bool | None) -> Path |
 
 
 def weights_finite(module: nn.Module) -> bool:
-    """Whether every parameter and floating buffer of ``module`` is finite (one device sync)."""
-    flags = [torch.isfinite(t).all() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
+    """Whether every parameter and floating buffer of ``module`` is finite (one device sync).
+
+    x * 0 is 0 for finite x and NaN for inf / NaN, so the norms of the zeroed tensors are all finite
+    exactly when the weights are: a few fused multi-tensor kernels on CUDA instead of two per tensor."""
+    tensors = [t.detach() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    if not tensors:
+        return True
+    return bool(torch.stack(torch._foreach_norm(torch._foreach_mul(tensors, 0.0))).isfinite().all())
 
 
 def init_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -132,7 +137,8 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay)
+                                           weight_decay=o.weight_decay,
+                                           fused=True if self.device.type == "cuda" else None)  # one kernel
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
         self.step, self.nonfinite_total, self.metrics = 0, 0, {}
