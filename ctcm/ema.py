@@ -43,7 +43,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         live = unwrap(model)
-        ema_params, params = list(self.model.parameters()), [p.detach() for p in live.parameters()]
+        ema_params: list[torch.Tensor] = list(self.model.parameters())
+        params = [p.detach() for p in live.parameters()]
         if ema_params:  # one fused multi-tensor kernel per group on CUDA (a loop on CPU)
             torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
         for ema_b, b in zip(self.model.buffers(), live.buffers()):
