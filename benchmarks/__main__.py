@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
 
         quality_main(argv[1:])
         return
+    if argv[:1] == ["quality-cost"]:
+        from .quality_cost import main as quality_cost_main
+
+        quality_cost_main(argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="minutes on a CPU (default)")

@@ -107,3 +107,13 @@ def test_quality_end_to_end_on_embedded_data_then_cached(tmp_path, monkeypatch) 
     assert not any("training phase" in m or "evaluating" in m for m in logs), logs
     assert all(p["skipped"] for r in again["runs"] for p in r["phases"])
     assert [p["fd8_1step"] for p in again["runs"][0]["points"]] == [p["fd8_1step"] for p in results["runs"][0]["points"]]
+
+
+def test_quality_cost_times_each_recipes_step() -> None:
+    """The compute axis of the study: each recipe's own model and objective, one step timed per recipe."""
+    from benchmarks.quality_cost import quality_cost
+
+    rows = quality_cost("cpu", ["ect", "unet"], repeats=1)
+    assert [r["recipe"] for r in rows] == ["ect", "unet"] and rows[0]["ratio"] == 1.0
+    assert rows[0]["params"] == 118_019 and rows[1]["params"] == 122_145  # tiny.yaml's WFNO, the matched U-Net
+    assert all(r["step_s"] > 0 and r["images_per_s"] == r["batch"] / r["step_s"] for r in rows)
