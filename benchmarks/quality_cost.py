@@ -31,7 +31,7 @@ def recipe_step(name: str, size: str, device: torch.device) -> tuple[Callable[[]
     recipe = resolve_recipe(name, size)
     steps = max(1, SIZES[size]["images"] // SIZES[size]["batch"])
     phase = (recipe.get("phases") or [{}])[-1]
-    overrides = [budget(o, steps) for o in SIZE_OVERRIDES[size] + recipe["overrides"] + list(phase.get("overrides", []))]
+    overrides = [budget(o, steps) for o in [*SIZE_OVERRIDES[size], *recipe["overrides"], *phase.get("overrides", [])]]
     config = recipe["config"] if Path(recipe["config"]).is_absolute() else str(REPO / recipe["config"])
     cfg = load_train_config(config, overrides + [f"batch_size={SIZES[size]['batch']}"])
     torch.manual_seed(0)
