@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=10, help="timed steps per recipe (medians)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args(argv)
-    rows = quality_cost(a.size, a.recipes.split(","), repeats=a.repeats, device=a.device)
+    recipes = [r for r in a.recipes.split(",") if r]
+    if not recipes or a.repeats < 1:
+        p.error("give at least one recipe (--recipes ect,unet) and --repeats >= 1")
+    try:
+        rows = quality_cost(a.size, recipes, repeats=a.repeats, device=a.device)
+    except ValueError as exc:  # an unknown recipe or a config that does not resolve: one line, exit 2
+        p.error(str(exc).splitlines()[0])
     print(f"| recipe | parameters | batch | step ms ({rows[0]['clock']}) | images/s | vs {rows[0]['recipe']} |")
     print("|---|---|---|---|---|---|")
     for r in rows:

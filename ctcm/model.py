@@ -123,6 +123,9 @@ class ConsistencyModel(ComplexSafeModule):
         """
         t = self._check_inputs(x, t)
         if tangent_along is not None:
+            if tangent_along.shape != x.shape:
+                raise ValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
+                                 f"{tuple(tangent_along.shape)}")
             return self._forward_with_time_derivative(x, t, tangent_along, **cond)
         c_skip, c_out, _ = self.schedule.coefficients(t)
         raw = self.raw(x, t, **cond)

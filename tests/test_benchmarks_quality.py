@@ -117,3 +117,11 @@ def test_quality_cost_times_each_recipes_step() -> None:
     assert [r["recipe"] for r in rows] == ["ect", "unet"] and rows[0]["ratio"] == 1.0
     assert rows[0]["params"] == 118_019 and rows[1]["params"] == 122_145  # tiny.yaml's WFNO, the matched U-Net
     assert all(r["step_s"] > 0 and r["images_per_s"] == r["batch"] / r["step_s"] for r in rows)
+
+
+def test_quality_cost_unknown_recipe_is_one_line(capsys) -> None:
+    from benchmarks.quality_cost import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--recipes", "ectt"])
+    assert exit_info.value.code == 2 and "unknown recipe 'ectt'" in capsys.readouterr().err

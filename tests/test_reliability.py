@@ -236,6 +236,8 @@ def test_model_validates_inputs():
         model(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), 0.5)
     with pytest.raises(ValueError, match="empty batch"):
         model(torch.zeros(0, 3, 8, 8), 0.5)
+    with pytest.raises(ValueError, match=r"tangent_along \(dx_t/dt\) must have x's shape \(2, 3, 8, 8\)"):
+        model(x, 0.5, tangent_along=torch.randn(2, 3, 4, 4))
     assert torch.isfinite(model(x, model.schedule.t_max)).all()  # the endpoints are fine
     model.validate_time = False  # the opt-out: extrapolate on purpose
     assert model(x, 1.5).shape == x.shape
