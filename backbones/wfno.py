@@ -17,6 +17,7 @@ from .tangent_ops import (add_to_values_, group_norm_stats, linear_packed, modul
                           modulated_norm_tangent, pack, pointwise_packed, pointwise_tangent, sequential_packed,
                           unpack)
 from .time_embedding import TimeEmbedding
+from ctcm.errors import UserValueError
 
 
 def to_compute_dtype(z: Tensor, stream: Tensor) -> Tensor:
@@ -150,7 +151,8 @@ class WFNO2d(Backbone):
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
-            raise ValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, got {spectral_impl!r}")
+            raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
+                                 f"got {spectral_impl!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         emb_dim = emb_dim or min(4 * width, 512)

@@ -43,7 +43,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .quality_recipes import DEFAULT_CONFIGS, DEFAULT_RECIPES, DESIGN_OBJECTIVE, PEER_BACKBONES, RECIPES
 

@@ -81,7 +81,7 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     from ctcm.engine.learning_measure import data_distance
     from ctcm.engine.logging import save_grid
     from ctcm.metrics import frechet_distance, statistics_from_features
-    from ctcm.sampling import sample_all, to_uint8
+    from ctcm.sampling import to_uint8
     from ctcm.metrics.stats import extract_features
 
     t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     bs = spec["batch_size"]
     for k in STEPS:
         n = max(spec["n"], spec["n_fid"] if entry.get("fid") else 0)
-        x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
+        x = model.sample(n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
         out[f"fd8_{k}step"] = data_distance(x[:spec["n"]], ref)["fd8"]
         if entry.get("fid") and spec["n_fid"] > 0:
             xs = x[:spec["n_fid"]]
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     torch.set_num_threads(int(spec.get("threads", 1)))
     todo = [e for e in spec["checkpoints"]
-            if (c := load_cached(e["path"], spec)) is None or (e.get("fid") and spec["n_fid"] > 0 and "fid_1step" not in c)
+            if (c := load_cached(e["path"], spec)) is None
+            or (e.get("fid") and spec["n_fid"] > 0 and "fid_1step" not in c)
             or (e.get("grid") and not grid_path(e["path"], 1).is_file())]
     fid_net = fid_ref = None
     if spec["n_fid"] > 0 and (not spec["checkpoints"] or any(e.get("fid") for e in todo)):

@@ -153,3 +153,24 @@ def test_one_pass_tangent_gives_the_same_loss_and_gradients(objective, schedule)
         results.append((out.loss.detach(), grads(model, out.loss)))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-11)
+
+
+REFERENCE_TIMES = {"consistency": (-1.1, 2.0), "tangent": (-1.1, 2.0), "denoising": (-1.2, 1.2),
+                   "scm": (-1.0, 1.4)}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_TIMES))
+def test_the_time_field_has_one_home(name):
+    """Every reference objective takes ``time`` from ctcm.TimedObjective (no copy of the field, the
+    __post_init__ or time_distribution), keeps its paper's default, and rejects a bad ``time`` when made."""
+    from ctcm.errors import UserValueError
+    from ctcm.registry import OBJECTIVES
+    from ctcm.time_distributions import LogNormal, Uniform
+
+    cls = OBJECTIVES.get(name)
+    assert issubclass(cls, ctcm.TimedObjective) and "time_distribution" not in vars(cls)
+    assert "time" not in cls.__dict__.get("__annotations__", {})
+    assert ctcm.create_objective(name).time_distribution() == LogNormal(*REFERENCE_TIMES[name])
+    assert ctcm.create_objective(name, time={"name": "uniform"}).time_distribution() == Uniform()
+    with pytest.raises(UserValueError, match="p_std must be > 0"):
+        ctcm.create_objective(name, time={"name": "lognormal", "p_std": -1.0})

@@ -18,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,9 +27,10 @@ from torch.utils.data import Dataset
 
 from ..build import build, build_objective
 from ..checkpoint import network_weights, read_checkpoint, save_checkpoint
-from ..config import to_dict
+from ..config import ConfigError, to_dict
 from ..ema import EMA
-from ..model import compile_backbone
+from ..errors import FAILED_EXIT, UserError, UserValueError
+from ..model import ConsistencyModel, compile_backbone
 from ..objective import Objective
 from . import state as run_state
 from .config import TrainConfig, dump_yaml
@@ -47,8 +48,11 @@ from .session import RunSession
 OBJECTIVE_SEED_OFFSET = 1
 
 
-class NonFiniteError(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient norm, or non-finite weights."""
+class NonFiniteError(UserError, RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient norm, or non-finite weights (the run
+    failed: exit 1 on the command line; the message says how to resume with gentler settings)."""
+
+    exit_code = FAILED_EXIT
 
 
 @dataclass
@@ -99,8 +103,8 @@ def init_weights(model: nn.Module, path: str | os.PathLike) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"--init-from {path}: its weights do not fit this run's model ({first}); "
-                         f"initialise from a checkpoint of the same backbone and width") from exc
+        raise UserValueError(f"--init-from {path}: its weights do not fit this run's model ({first}); "
+                             f"initialise from a checkpoint of the same backbone and width") from exc
 
 
 class Trainer:
@@ -121,7 +125,7 @@ class Trainer:
         self.info = dist_info()
         self.device = pick_device(cfg.device, self.info)
         self.resumed_from = resolve_resume(Path(out), resume)
-        self.folder = RunFolder(out)
+        self.folder = RunFolder(Path(out))
         if self.info.is_main:  # before anything expensive: a wrong --out fails in a second
             self.folder.claim(resume=self.resumed_from is not None, overwrite=overwrite)
         torch.manual_seed(cfg.seed)
@@ -136,21 +140,28 @@ class Trainer:
             init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay,
+        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=(o.betas[0], o.betas[1]),
+                                           eps=o.eps, weight_decay=o.weight_decay,
                                            fused=True if self.device.type == "cuda" else None)  # one kernel
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
-        self.step, self.nonfinite_total, self.metrics = 0, 0, {}
+        self.step, self.nonfinite_total = 0, 0
+        self.metrics: dict[str, Any] = {}
         self.last_saved: Path | None = None
         if self.resumed_from is not None:
             self._load(self.resumed_from)
 
-        self.dataset, self.heldout = dataset, heldout
         if dataset is None:
-            self.dataset, self.heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
+            dataset, heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
+        self.dataset: Dataset = dataset
+        self.heldout: Dataset | None = heldout
         self.evals = Evaluations(cfg, self.device, self.progress)
         self.wrapped: nn.Module = self.model
+
+    @property
+    def ema_model(self) -> ConsistencyModel:
+        """The averaged copy of :attr:`model` (``ema.model``) that grids, the learning measure and FID sample."""
+        return cast(ConsistencyModel, self.ema.model)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The model's parameters, then the objective's own."""
@@ -164,8 +175,8 @@ class Trainer:
         if "config" in extra:
             check_resume_config(stored_train_config(payload), to_dict(self.cfg), path)
         if int(extra["data_order"]["seed"]) != self.cfg.seed:
-            raise ValueError(f"{path} was trained with seed {extra['data_order']['seed']}, this config has "
-                             f"seed {self.cfg.seed}: resume with the run's seed (seed=...) for the same data order")
+            raise ConfigError(f"{path} was trained with seed {extra['data_order']['seed']}, this config has "
+                              f"seed {self.cfg.seed}: resume with the run's seed (seed=...) for the same data order")
         self.model.load_state_dict(payload["model"])  # the live weights; EMA weights stay in the EMA copy
         decay = self.ema.decay
         self.ema.load_state_dict(payload["ema"])
@@ -281,10 +292,10 @@ class Trainer:
         if self.resumed_from is None:
             self.metrics = {}
             if cfg.eval.learning_samples > 0:
-                self.metrics["learning_initial"] = self.evals.learning(self.ema.model, self.dataset, self.heldout,
+                self.metrics["learning_initial"] = self.evals.learning(self.ema_model, self.dataset, self.heldout,
                                                                        self.step, initial=True)
             if cfg.eval.grid > 0:
-                files["grid_initial"] = self.evals.grid(self.ema.model, self.folder.grid(self.step))
+                files["grid_initial"] = self.evals.grid(self.ema_model, self.folder.grid(self.step))
 
     def _run(self, session: RunSession) -> TrainResult:
         cfg, main = self.cfg, self.info.is_main
@@ -326,7 +337,7 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                     if main and todo.grid:
-                        self.evals.grid(self.ema.model, self.folder.grid(self.step))
+                        self.evals.grid(self.ema_model, self.folder.grid(self.step))
                     if todo.fid:
                         self._fid(logger)
                 else:
@@ -362,7 +373,8 @@ class Trainer:
         """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters."""
         keys = sorted({k for logs in window for k in logs})
         means = {k: float(np.mean([logs[k] for logs in window if k in logs])) for k in keys}
-        means = mean_logs(means, self.info, self.device) if all_ranks_true(bool(window), self.info, self.device) else means
+        if all_ranks_true(bool(window), self.info, self.device):
+            means = mean_logs(means, self.info, self.device)
         steps = max(len(window), 1)
         row: dict[str, Any] = {"step": self.step}
         row.update(means)
@@ -376,9 +388,9 @@ class Trainer:
             out = self.folder.out
             if interrupted is None:
                 if self.cfg.eval.grid > 0:
-                    files["grid"] = self.evals.grid(self.ema.model, self.folder.grid(self.step))
+                    files["grid"] = self.evals.grid(self.ema_model, self.folder.grid(self.step))
                 if self.cfg.eval.learning_samples > 0:
-                    self.metrics["learning_final"] = self.evals.learning(self.ema.model, self.dataset, self.heldout,
+                    self.metrics["learning_final"] = self.evals.learning(self.ema_model, self.dataset, self.heldout,
                                                                          self.step, initial=False)
                     self.metrics["learning"] = summarise_learning(self.metrics)
             loss_png = plot_losses(out / "train.csv", out / "loss.png", self.objective.labels())
