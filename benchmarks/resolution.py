@@ -60,7 +60,8 @@ def evaluate(path: Path, *, scale: int, n: int, fd8_ref: torch.Tensor, fid_net: 
 def markdown(rows: list[dict[str, Any]], n: int) -> str:
     lines = [f"FID@{n:,} / fd8 of samples at the native resolution and at the scaled one "
              "(area-downsampled back).",
-             "", "| checkpoint | steps | fd8 native | fd8 scaled | FID native | FID scaled |", "|---|---|---|---|---|---|"]
+             "", "| checkpoint | steps | fd8 native | fd8 scaled | FID native | FID scaled |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         s = f"x{r['scale']}"
         for k in (1, 2):
