@@ -37,6 +37,8 @@ class WFNO2d(Backbone):
         lift_hidden: 0 lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden channels.
         local_kernel: 3 (W_1 and W_3 in each block) or 1 (W_1 only).
         channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b).
+        block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
+            Eq. 18c), e.g. ``[1, 2, 2, 1]`` for a U-shaped arrangement; ``None``: every block at full resolution.
     Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
     """
 
@@ -47,7 +49,7 @@ class WFNO2d(Backbone):
                  n_freqs: int = 16, max_freq: float = 8.0, spectral_weight_drop: float = 0.0,
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = False, time_channels: int = 0, film: bool = True, lift_hidden: int = 0,
-                 local_kernel: int = 3, channel_mlp: float = 0.0) -> None:
+                 local_kernel: int = 3, channel_mlp: float = 0.0, block_scales: list[int] | None = None) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise ValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, got {spectral_impl!r}")
@@ -56,6 +58,9 @@ class WFNO2d(Backbone):
         emb_dim = emb_dim or min(4 * width, 512)
         if not film and time_channels <= 0:
             raise ValueError("film=False needs time_channels > 0: the network would not see the time")
+        scales = list(block_scales) if block_scales is not None else [1] * n_layers
+        if len(scales) != n_layers:
+            raise ValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
         self.positional_grid = positional_grid
         self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None
@@ -65,8 +70,8 @@ class WFNO2d(Backbone):
                                               nn.Conv2d(lift_hidden, width, 1)))
         self.blocks = nn.ModuleList(
             WeightedFourierBlock(width, emb_dim, modes, spectral_weight_drop, spectral_impl, spectral_transform,
-                                 dropout, film=film, local_kernel=local_kernel, channel_mlp=channel_mlp)
-            for _ in range(n_layers)
+                                 dropout, film=film, local_kernel=local_kernel, channel_mlp=channel_mlp, scale=scale)
+            for scale in scales
         )
         self.project = nn.Sequential(
             group_norm(width), nn.GELU(), nn.Conv2d(width, 2 * width, 1), nn.GELU(),
