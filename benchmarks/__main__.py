@@ -1,6 +1,7 @@
 """``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``, or
 ``python -m benchmarks --gpu-check --out DIR`` (every GPU-speed target, 8 minutes of one GPU; ``--smoke`` for
-tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; see its ``--help``)."""
+tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; see its ``--help``), or
+``python -m benchmarks resolution CHECKPOINT ...`` (sampling above the training resolution)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
         from .quality import main as quality_main
 
         quality_main(argv[1:])
+        return
+    if argv[:1] == ["resolution"]:
+        from .resolution import main as resolution_main
+
+        resolution_main(argv[1:])
         return
     if argv[:1] == ["quality-cost"]:
         from .quality_cost import main as quality_cost_main

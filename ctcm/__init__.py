@@ -55,7 +55,8 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "Backbone", "CheckpointError", "ComplexSafeModule", "ComponentConfig", "ConfigError", "ConsistencyModel", "EMA",
     "Gap", "LossOutput", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
-    "Recipe", "RegistryError", "TimeDistribution", "TimedObjective", "UserError", "UserTypeError", "UserValueError", "WeightedSum",
+    "Recipe", "RegistryError", "TimeDistribution", "TimedObjective", "UserError", "UserTypeError", "UserValueError",
+    "WeightedSum",
     "build", "build_objective", "compile_backbone", "create_backbone", "create_gap", "create_objective",
     "create_recipe", "create_schedule", "create_time_distribution", "default_times", "get_recipe", "list_backbones",
     "list_gaps", "list_models", "list_objectives", "list_recipes", "list_schedules", "list_time_distributions",
