@@ -74,3 +74,12 @@ def test_a_model_that_cannot_be_built_is_a_row_with_its_error(monkeypatch) -> No
     monkeypatch.setattr(ctcm, "build", missing)
     row = bench_recipe("fno-cifar", "bf16", settings_for("smoke", "cpu"), torch.device("cpu"))
     assert row["times"] == {} and "neuraloperator" in row["errors"]["build"]
+
+
+def test_the_models_section_takes_recipes_not_presets(capsys):
+    """``--presets`` (the 0.1 name) is gone: ``--recipes`` picks the models section's recipes."""
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--presets", "wfno-cifar", "--report", "none.json"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --presets" in capsys.readouterr().err

@@ -19,7 +19,9 @@ from ..config import ConfigError
 from ..errors import add_debug_option, run_cli
 from .config import load_train_config
 from .resume import stored_train_config
-from .trainer import TrainResult, resolve_resume, train
+from .checkpointing import resolve_resume
+from .results import TrainResult
+from .trainer import train
 
 
 def parser() -> argparse.ArgumentParser:
