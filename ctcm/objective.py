@@ -154,7 +154,7 @@ class Objective(abc.ABC):
         return None
 
     def check_model(self, model: ConsistencyModel) -> None:
-        """Raise a ValueError naming the fix when this objective cannot train ``model`` (e.g. sCM needs the
+        """Raise a :class:`ctcm.UserValueError` naming the fix when this objective cannot train ``model`` (sCM needs the
         TrigFlow schedule). The trainer calls it before loading any data; default: any model will do."""
         return None
 
