@@ -254,8 +254,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
 
 
 @pytest.mark.slow
-def test_ddp_gloo_two_ranks_match_one_process(tmp_path):
-    overrides = ["steps=4", "data.num_workers=0"]
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_ddp_gloo_two_ranks_match_one_process(tmp_path, dropout):
+    """2 gloo ranks equal one process on the same global batch, with dropout too (per-sample masks: each
+    rank applies its slice of the global batch's masks; issue 16, item 1)."""
+    overrides = ["steps=4", "data.num_workers=0", f"model.backbone.dropout={dropout}"]
     mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), overrides), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
