@@ -124,10 +124,11 @@ class WFNO2d(Backbone):
             h = block(h, emb)
         return self.project(h)
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
-        """New dropout and spectral weight-drop masks in every block (neuraloperator's layer has no weight-drop)."""
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """New dropout (per sample: this rank's slice) and spectral weight-drop (per step) masks in every block
+        (neuraloperator's layer has no weight-drop)."""
         for block in self.blocks:
-            block.dropout.resample_noise_(generator)
+            block.dropout.resample_noise_(generator, rank=rank, world_size=world_size)
             if isinstance(block.spectral, SpectralConv2d):
                 block.spectral.resample_noise_(generator)
 

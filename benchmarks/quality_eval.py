@@ -59,11 +59,11 @@ def fd8_reference(source: str, heldout: str | int, n: int) -> torch.Tensor:
     from ctcm.engine.evaluations import reference_images
 
     if isinstance(heldout, int) or str(heldout).isdigit():
-        train = build_dataset(source, 32, flip=False, split="train")
+        train = build_dataset(source, 32, split="train")
         h = int(heldout)
         ds = Subset(train, range(len(train) - h, len(train)))
     else:
-        ds = build_dataset(source, 32, flip=False, split=str(heldout))
+        ds = build_dataset(source, 32, split=str(heldout))
     return reference_images(ds, n, REF_SEED)
 
 
