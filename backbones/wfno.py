@@ -46,6 +46,9 @@ class WFNO2d(Backbone):
     """
 
     resolution_agnostic = True
+    #: the 0.2 design: a checkpoint written before every argument was stored rebuilds it (ctcm.build.stored_model)
+    legacy_defaults = {"positional_grid": False, "time_channels": 0, "film": True, "lift_hidden": 0,
+                       "local_kernel": 3, "channel_mlp": 0.0, "block_scales": None, "lift_film": False}
 
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, emb_dim: int | None = None,

@@ -94,6 +94,18 @@ def resolve_component(registry: Registry[Any], part: ComponentConfig, kind: str,
     return ComponentConfig(part.name, _plain({**resolved, **given}))
 
 
+def stored_model(cfg: ModelConfig) -> ModelConfig:
+    """A model config read from a checkpoint, resolved (:func:`resolve_model`) after each backbone argument it
+    lacks is set from the backbone's ``legacy_defaults``: a stored config that lacks an argument was written
+    before every argument was stored (0.1/0.2), by a version whose default that was. So a 0.2 ``wfno``
+    checkpoint rebuilds the 0.2 design whatever today's defaults are."""
+    legacy = getattr(BACKBONES.get(cfg.backbone.name), "legacy_defaults", {})
+    kwargs = {**{k: copy.deepcopy(v) for k, v in legacy.items() if k not in cfg.backbone.kwargs},
+              **cfg.backbone.kwargs}
+    return resolve_model(ModelConfig(ComponentConfig(cfg.backbone.name, kwargs), cfg.schedule, cfg.channels,
+                                     cfg.resolution))
+
+
 def resolve_model(cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with its backbone's and schedule's arguments spelled out (:func:`resolve_component`): how a
     0.1/0.2 checkpoint, which stored only the arguments a user gave, is compared with a current config."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import abc
 import inspect
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,10 @@ class Backbone(ComplexSafeModule, abc.ABC):
     in_channels: int
     out_channels: int
     resolution_agnostic: bool = False
+    #: the values of constructor arguments whose default has changed (or that did not exist) as checkpoints
+    #: written before 0.3 built them: those stored only the arguments a user gave, so an argument missing
+    #: from a stored config takes its value here, not today's default (:func:`ctcm.build.stored_model`)
+    legacy_defaults: ClassVar[Mapping[str, Any]] = {}
 
     @abc.abstractmethod
     def forward(self, x: Tensor, c_noise: Tensor, **cond: Any) -> Tensor:
