@@ -37,7 +37,6 @@ def evaluate(path: Path, *, scale: int, n: int, fd8_ref: torch.Tensor, fid_net: 
     from ctcm import load_checkpoint
     from ctcm.engine.learning_measure import data_distance
     from ctcm.engine.logging import save_grid
-    from ctcm.sampling import sample_all
 
     model = load_checkpoint(path, weights="ema", map_location="cpu").eval()
     native = model.resolution
@@ -46,7 +45,7 @@ def evaluate(path: Path, *, scale: int, n: int, fd8_ref: torch.Tensor, fid_net: 
     for k in steps:
         for res in (native, scale * native):
             model.resolution = res  # the sample shape: the only thing that changes
-            x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=batch_size).float()
+            x = model.sample(n, steps=k, seed=SAMPLE_SEED, batch_size=batch_size).float()
             if res != native:
                 save_grid(x[:64], out / f"{name}-{res}px-{k}step.png")
                 x = F.avg_pool2d(x, scale)
