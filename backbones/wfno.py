@@ -47,6 +47,9 @@ class WFNO2d(Backbone):
     """
 
     resolution_agnostic = True
+    #: the 0.2 design: a checkpoint written before every argument was stored rebuilds it (ctcm.build.stored_model)
+    legacy_defaults = {"positional_grid": False, "time_channels": 0, "film": True, "lift_hidden": 0,
+                       "local_kernel": 3, "channel_mlp": 0.0, "block_scales": None, "lift_film": False}
 
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, emb_dim: int | None = None,
@@ -126,10 +129,11 @@ class WFNO2d(Backbone):
             h = block(h, emb)
         return self.project(h)
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
-        """New dropout and spectral weight-drop masks in every block (neuraloperator's layer has no weight-drop)."""
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """New dropout (per sample: this rank's slice) and spectral weight-drop (per step) masks in every block
+        (neuraloperator's layer has no weight-drop)."""
         for block in self.blocks:
-            block.dropout.resample_noise_(generator)
+            block.dropout.resample_noise_(generator, rank=rank, world_size=world_size)
             if isinstance(block.spectral, SpectralConv2d):
                 block.spectral.resample_noise_(generator)
 
