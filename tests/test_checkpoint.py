@@ -175,3 +175,33 @@ def test_a_0_2_checkpoint_with_only_the_given_arguments_loads_and_resumes(tmp_pa
     assert torch.equal(again(x, t), model.eval()(x, t))
     stored = stored_train_config(ctcm.read_checkpoint(old))
     assert frozen_changes(stored, {"seed": 0, "model": ctcm.config.to_dict(model.config)}) == []
+
+
+def test_a_0_2_wfno_checkpoint_rebuilds_the_0_2_design_when_the_defaults_change(tmp_path, monkeypatch):
+    """The WFNO's design defaults moved in 0.3 (issue 15): a 0.2 checkpoint (only the given arguments stored)
+    takes the missing design arguments from ``WFNO2d.legacy_defaults``, not from today's defaults. Shown by
+    turning every design default to another value before loading."""
+    import inspect
+
+    from ctcm_backbones.wfno import WFNO2d
+
+    legacy = dict(WFNO2d.legacy_defaults)
+    torch.manual_seed(0)
+    model = ctcm.build("wfno-cifar", backbone={**TINY_WFNO, **legacy}, resolution=8).double().eval()
+    path = ctcm.save_checkpoint(tmp_path / "new.pt", model)
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = {"backbone": {"name": "wfno", **TINY_WFNO}, "schedule": {"name": "geometric"},
+                         "channels": 3, "resolution": 8}
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    other = {"positional_grid": True, "time_channels": 4, "film": False, "lift_hidden": 6, "local_kernel": 1,
+             "channel_mlp": 1.0, "block_scales": None, "lift_film": True}
+    assert set(other) == set(legacy)
+    params = list(inspect.signature(WFNO2d.__init__).parameters.values())[1:]
+    monkeypatch.setattr(WFNO2d.__init__, "__defaults__",
+                        tuple(other.get(p.name, p.default) for p in params if p.default is not p.empty))
+    assert ctcm.create_backbone("wfno", **TINY_WFNO).positional_grid  # today's defaults did change
+    again = ctcm.load_checkpoint(old)
+    assert {k: again.config.backbone.kwargs[k] for k in legacy} == legacy
+    x, t = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0.3, 0.9], dtype=torch.float64)
+    assert torch.equal(again(x, t), model(x, t))
