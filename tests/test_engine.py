@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -360,3 +361,14 @@ def test_a_training_step_reads_the_device_at_most_once_between_log_points(tmp_pa
     assert (long - short) / 8 <= 1.0, f"{(long - short) / 8} host reads per step"
     rows = (tmp_path / "12" / "train.csv").read_text().splitlines()
     assert len(rows) == 2 and "consistency" in rows[0]  # the logs were kept and written once
+
+
+@pytest.mark.skipif(importlib.util.find_spec("neuralop") is None, reason="the fno peer needs neuraloperator")
+def test_a_backbone_with_complex_weights_trains(tmp_path):
+    """The fno peer keeps complex spectral weights, which torch's fused AdamW refuses: the optimiser falls back
+    to the multi-tensor one instead of failing at the first step (found by the backbone study)."""
+    cfg = small_config("model.backbone={name: fno, width: 8, n_layers: 1, modes: 4, time_channels: 4}", "steps=2")
+    trainer = Trainer(cfg, tmp_path, dataset=ToyImages(), progress=False)
+    assert any(p.is_complex() for p in trainer.model.parameters())
+    trainer.run()
+    assert trainer.step == 2

@@ -85,10 +85,13 @@ class Trainer:
             init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
-        # fused: one kernel, and the step counts stay on the device (the for-loop version reads each on the host)
-        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=(o.betas[0], o.betas[1]),
+        # fused: one kernel, and the step counts stay on the device (the for-loop version reads each on the host);
+        # torch's fused AdamW takes real floating-point parameters only (the fno peer's spectral weights are complex)
+        params = list(self.trainable_parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.betas[0], o.betas[1]),
                                            eps=o.eps, weight_decay=o.weight_decay,
-                                           fused=self.device.type in ("cuda", "cpu"))
+                                           fused=self.device.type in ("cuda", "cpu")
+                                           and all(p.is_floating_point() for p in params))
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
         self.step, self.nonfinite_total = 0, 0
