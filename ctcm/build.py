@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig, Recipe, merge
@@ -48,7 +50,7 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
     rebuildable = isinstance(bb, ComponentConfig) and isinstance(sc, ComponentConfig)
     if isinstance(bb, ComponentConfig):
         cfg.backbone = bb
-        bb = _create_backbone(bb, cfg.channels)
+        bb = _create_backbone(bb, cfg.channels, cfg.num_classes)
     elif not isinstance(bb, Backbone):
         raise TypeError(f"backbone must be a dict, a registered name or a ctcm.Backbone, got {type(bb).__name__}")
     if isinstance(sc, ComponentConfig):
@@ -56,16 +58,33 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
         sc = SCHEDULES.create(sc.name, **sc.kwargs)
     elif not isinstance(sc, NoiseSchedule):
         raise TypeError(f"schedule must be a dict, a registered name or a NoiseSchedule, got {type(sc).__name__}")
-    return ConsistencyModel(bb, sc, channels=cfg.channels, resolution=cfg.resolution,
+    return ConsistencyModel(bb, sc, channels=cfg.channels, resolution=cfg.resolution, num_classes=cfg.num_classes,
                             config=cfg if rebuildable else None)
 
 
-def _create_backbone(part: ComponentConfig, channels: int) -> Backbone:
-    clash = {"in_channels", "out_channels"} & set(part.kwargs)
+def _takes_keyword(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` accepts the keyword argument ``name`` (explicitly or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _create_backbone(part: ComponentConfig, channels: int, num_classes: int = 0) -> Backbone:
+    """The registered backbone with the model's channels and, for a conditional model, ``num_classes``."""
+    clash = {"in_channels", "out_channels", "num_classes"} & set(part.kwargs)
     if clash:
-        raise ConfigError(f"backbone argument(s) {sorted(clash)} come from the model's 'channels'; remove them")
+        raise ConfigError(f"backbone argument(s) {sorted(clash)} come from the model's 'channels' / 'num_classes'; "
+                          f"remove them from the backbone section (set model.num_classes instead)")
     factory = BACKBONES.get(part.name)
     kwargs = {"in_channels": channels, "out_channels": channels, **part.kwargs}
+    if num_classes:
+        kwargs["num_classes"] = num_classes
+        if not _takes_keyword(factory, "num_classes"):
+            raise ConfigError(f"backbone '{part.name}' takes no num_classes argument, so it cannot be "
+                              f"class-conditional (model.num_classes={num_classes}); use wfno, unet or fno, or set "
+                              f"model.num_classes=0")
     check_kwargs(factory, kwargs, f"backbone '{part.name}'")
     return factory(**kwargs)
 

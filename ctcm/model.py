@@ -42,14 +42,19 @@ class ConsistencyModel(ComplexSafeModule):
         backbone: a :class:`ctcm.Backbone` F(x, c_noise, **cond) -> same shape.
         schedule: a :class:`ctcm.NoiseSchedule`; it supplies c_skip, c_out, c_in and c_noise.
         channels, resolution: the data shape (C, resolution, resolution) used by :meth:`sample`.
+        num_classes: K > 0 for a class-conditional model (a backbone built with ``num_classes=K``): labels
+            ``y`` (B,) int in [0, K], K being the null class (:attr:`null_class`, "no label", what label
+            dropout trains and what an unlabelled call uses); 0: unconditional (``cond`` passes through unchecked).
         config: the :class:`ModelConfig` that rebuilds this model (kept by checkpoints); ``None`` for a
             model assembled from instances, which then cannot be rebuilt by :func:`ctcm.load_checkpoint`.
     """
 
     backbone: Backbone
+    #: the name of each class of a conditional model (index = label), kept by checkpoints; None: unnamed
+    class_names: list[str] | None = None
 
     def __init__(self, backbone: Backbone, schedule: NoiseSchedule, *, channels: int = 3,
-                 resolution: int = 32, config: ModelConfig | None = None) -> None:
+                 resolution: int = 32, num_classes: int = 0, config: ModelConfig | None = None) -> None:
         super().__init__()
         check_backbone(backbone)
         if backbone.in_channels != channels or backbone.out_channels != channels:
@@ -61,7 +66,15 @@ class ConsistencyModel(ComplexSafeModule):
         self.schedule = schedule
         self.channels = channels
         self.resolution = resolution
+        self.num_classes = num_classes
         self.config = config
+
+    @property
+    def null_class(self) -> int:
+        """The label meaning "no class" (row K of the label embedding) of a conditional model."""
+        if not self.num_classes:
+            raise ValueError("this model is unconditional (model.num_classes=0): it has no classes")
+        return self.num_classes
 
     # -- input checks ----------------------------------------------------------------------------------------
     #: check that t lies in [t_min, t_max] (one device sync per call). Set to False on an instance to evaluate
@@ -94,6 +107,16 @@ class ConsistencyModel(ComplexSafeModule):
             self._check_time(t)
         return t
 
+    def check_labels(self, y: Tensor, batch: int) -> None:
+        """Labels of a conditional model: integers (B,) in [0, K] (K: the null class); one device sync."""
+        k = self.num_classes
+        if not torch.is_tensor(y) or y.dtype.is_floating_point or y.is_complex() or y.shape != (batch,):
+            raise ValueError(f"class labels y must be an integer tensor of shape ({batch},), got "
+                             f"{type(y).__name__ if not torch.is_tensor(y) else f'{y.dtype} {tuple(y.shape)}'}")
+        if bool(((y < 0) | (y > k)).any()):
+            raise ValueError(f"class labels y must lie in [0, {k - 1}] (or {k}: the null class), got "
+                             f"{int(y[(y < 0) | (y > k)][0])}; this model has model.num_classes={k}")
+
     def _check_time(self, t: Tensor) -> None:
         lo, hi = float(self.schedule.t_min), float(self.schedule.t_max)
         tol = 1e-5 * (hi - lo) + 1e-7  # float32 rounding of an endpoint is not an error
@@ -122,6 +145,8 @@ class ConsistencyModel(ComplexSafeModule):
         (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s.
         """
         t = self._check_inputs(x, t)
+        if self.num_classes and cond.get("y") is not None:
+            self.check_labels(cond["y"], x.shape[0])
         if tangent_along is not None:
             if tangent_along.shape != x.shape:
                 raise ValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
@@ -177,17 +202,19 @@ class ConsistencyModel(ComplexSafeModule):
 
     # -- sampling ---------------------------------------------------------------------------------------------
     def sample(self, n: int, *, steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
-               seed: int | None = None, cond: dict[str, Tensor] | None = None, clip: bool = True) -> Tensor:
+               seed: int | None = None, cond: dict[str, Tensor] | None = None, clip: bool = True,
+               guidance: float | None = None) -> Tensor:
         """Images 0..n-1 of run ``seed`` (n, C, R, R), in [-1, 1] when ``clip``: a convenience over
         :func:`ctcm.sampling.sample_all` (the same images as ``ctcm sample --seed SEED``).
 
         One (``steps=1``), two (``steps=2``, intermediate time ``t_mid``) or ``len(times)`` network
-        evaluations. ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...).
+        evaluations. ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...), e.g.
+        ``{"y": labels}`` of a class-conditional model; ``guidance``: classifier-free scale (Eq. 32).
         """
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()))
         return sample_all(self, n, seed=seed, steps=steps, t_mid=t_mid, times=times, batch_size=n, cond=cond,
-                          clip=clip)
+                          clip=clip, guidance=guidance)
 
 
 def compile_backbone(model: ConsistencyModel, **options: Any) -> ConsistencyModel:

@@ -7,6 +7,10 @@ step k. Images therefore do not depend on the batch size, on how batches are spr
 which device runs the network (the draws are made on the CPU in float32 and then moved). Bits of the
 network's own arithmetic may still depend on the batch size for batch-size-dependent kernels.
 
+Class labels follow the same rule (:func:`class_labels`): the label of image i of a class-balanced set is a
+function of (s, i) (and the number of classes K) alone, every block of K consecutive images holding each
+class once, so any prefix of n K images is exactly balanced.
+
 Every caller samples through :func:`sample_batches`: ``ctcm sample``, training grids, in-training FID and
 :meth:`ctcm.ConsistencyModel.sample`.
 """
@@ -35,9 +39,24 @@ def default_times(schedule: Any, steps: int, t_mid: float | None = None) -> list
     raise ValueError(f"steps must be 1 or 2 (pass explicit times for more), got {steps}")
 
 
+def guided(model: ConsistencyModel, x: Tensor, t: Tensor, cond: dict[str, Tensor], guidance: float | None) -> Tensor:
+    """f(x, t; cond), or with a guidance scale w the classifier-free combination (Eq. 32)
+    f_w = f(x, t; null) + w (f(x, t; y) - f(x, t; null)) of a class-conditional model (w = 1: f(x, t; y);
+    w = 0: the unconditional model). Shapes: x (B, C, H, W), t (B,), cond["y"] (B,) -> (B, C, H, W)."""
+    if guidance is None or guidance == 1.0:
+        return model(x, t, **cond)
+    if not getattr(model, "num_classes", 0) or cond.get("y") is None:
+        raise ValueError(f"guidance={guidance} needs a class-conditional model (model.num_classes > 0) and labels "
+                         f"cond={{'y': ...}}; drop the guidance scale for this model")
+    f_cond = model(x, t, **cond)
+    f_null = model(x, t, **{**cond, "y": torch.full_like(cond["y"], model.null_class)})
+    return f_null + guidance * (f_cond - f_null)
+
+
 def sample(model: ConsistencyModel, noise: Tensor, times: Sequence[float], *,
-           noise_sampler: Callable[[], Tensor] | None = None, cond: Cond | None = None) -> Tensor:
-    """Multistep consistency sampling (Eq. 12).
+           noise_sampler: Callable[[], Tensor] | None = None, cond: Cond | None = None,
+           guidance: float | None = None) -> Tensor:
+    """Multistep consistency sampling (Eq. 12), optionally classifier-free guided at every step (Eq. 32).
 
     x_{t_0} = prior_std * noise; x_0 <- f(x_{t_0}, t_0); then for each later t_k:
     x_{t_k} = alpha(t_k) x_0 + sigma(t_k) eps_k, x_0 <- f(x_{t_k}, t_k).
@@ -48,6 +67,8 @@ def sample(model: ConsistencyModel, noise: Tensor, times: Sequence[float], *,
         times: strictly decreasing times within [t_min, t_max].
         noise_sampler: returns eps_k (B, C, H, W) for each later step (default ``torch.randn_like(noise)``).
         cond: conditioning passed to every model call, tensors (B, ...), e.g. ``{"y": labels}``.
+        guidance: the classifier-free guidance scale w of :func:`guided` (None or 1: none). What it means for a
+            consistency function, and why not at one step: docs/training.md, "Guidance".
     Returns:
         (B, C, H, W) samples (not clipped).
     """
@@ -61,11 +82,11 @@ def sample(model: ConsistencyModel, noise: Tensor, times: Sequence[float], *,
     cond = dict(cond or {})
     draw = noise_sampler if noise_sampler is not None else (lambda: torch.randn_like(noise))
     b = noise.shape[0]
-    x0 = model(schedule.prior_std * noise, ts[0].expand(b), **cond)
+    x0 = guided(model, schedule.prior_std * noise, ts[0].expand(b), cond, guidance)
     for t in ts[1:]:
         tb = t.expand(b)
         x = schedule.alpha(tb).view(-1, 1, 1, 1) * x0 + schedule.sigma(tb).view(-1, 1, 1, 1) * draw()
-        x0 = model(x, tb, **cond)
+        x0 = guided(model, x, tb, cond, guidance)
     return x0
 
 
@@ -74,6 +95,39 @@ def image_seed(seed: int, index: int) -> int:
     if seed < 0 or index < 0:
         raise ValueError(f"seed and image index must be non-negative, got seed={seed}, index={index}")
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
+def class_labels(seed: int, start: int, stop: int, num_classes: int) -> Tensor:
+    """Class-balanced labels of images [start, stop) of run ``seed``, int64 (stop - start,).
+
+    Images [b K, (b + 1) K) (block b, K = ``num_classes``) hold every class once, in the order of the
+    permutation drawn from ``SeedSequence([seed, b, K, 1])`` (apart from :func:`image_seed`'s two-word
+    sequences): the label of image i depends on (seed, i, K) only, like its noise."""
+    if num_classes < 1:
+        raise ValueError(f"class-balanced labels need num_classes >= 1, got {num_classes}")
+    if start < 0 or stop < start:
+        raise ValueError(f"expected 0 <= start <= stop, got [{start}, {stop})")
+    blocks = range(start // num_classes, -(-stop // num_classes))
+    perms = [np.random.default_rng(np.random.SeedSequence([seed, b, num_classes, 1])).permutation(num_classes)
+             for b in blocks]
+    labels = np.concatenate(perms) if perms else np.zeros(0, np.int64)
+    offset = blocks.start * num_classes
+    return torch.from_numpy(labels[start - offset:stop - offset].astype(np.int64))
+
+
+def class_cond(model: ConsistencyModel, seed: int, n: int, label: int | None = None) -> dict[str, Tensor]:
+    """The conditioning of images 0..n-1 of run ``seed``: ``{}`` for an unconditional model, else
+    ``{"y": ...}`` with the class-balanced :func:`class_labels` (``label=None``) or class ``label`` for all."""
+    k = getattr(model, "num_classes", 0)
+    if not k:
+        if label is not None:
+            raise ValueError(f"class {label} asked of an unconditional model (model.num_classes=0); drop the class")
+        return {}
+    if label is not None:
+        if not 0 <= label < k:
+            raise ValueError(f"class {label} is out of range: this model has classes 0..{k - 1}")
+        return {"y": torch.full((n,), label, dtype=torch.int64)}
+    return {"y": class_labels(seed, 0, n, k)}
 
 
 class ImageNoise:
@@ -97,26 +151,28 @@ def _where(model: ConsistencyModel) -> tuple[torch.device, torch.dtype]:
 
 @torch.no_grad()
 def sample_range(model: ConsistencyModel, start: int, stop: int, *, seed: int, times: Sequence[float],
-                 cond: Cond | None = None, clip: bool = True) -> Tensor:
+                 cond: Cond | None = None, clip: bool = True, guidance: float | None = None) -> Tensor:
     """Images [start, stop) of run ``seed``, (stop - start, C, R, R) in [-1, 1] when ``clip``.
 
-    ``cond`` holds this range's conditioning, tensors (stop - start, ...)."""
+    ``cond`` holds this range's conditioning, tensors (stop - start, ...); ``guidance`` as in :func:`sample`."""
     device, dtype = _where(model)
     noise = ImageNoise(seed, range(start, stop), (model.channels, model.resolution, model.resolution),
                        device=device, dtype=dtype)
     cond = {k: v.to(device) for k, v in (cond or {}).items()}
-    x = sample(model, noise(), times, noise_sampler=noise, cond=cond)
+    x = sample(model, noise(), times, noise_sampler=noise, cond=cond, guidance=guidance)
     return x.clamp(-1, 1) if clip else x
 
 
 def sample_batches(model: ConsistencyModel, n: int, *, seed: int = 0, steps: int = 1, t_mid: float | None = None,
                    times: Sequence[float] | None = None, batch_size: int = 250, rank: int = 0, world_size: int = 1,
-                   cond: Cond | None = None, clip: bool = True) -> Iterator[tuple[int, Tensor]]:
+                   cond: Cond | None = None, clip: bool = True,
+                   guidance: float | None = None) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(first_index, images)`` for this rank's share of images 0..n-1, images (b, C, R, R).
 
     Batch k holds images [k batch_size, (k + 1) batch_size) and goes to rank k mod world_size. ``times``
     (explicit) or ``steps``/``t_mid`` (see :func:`default_times`) choose the sampler; ``cond`` holds the
-    conditioning of all n images, tensors (n, ...), sliced per batch.
+    conditioning of all n images, tensors (n, ...), sliced per batch (class-balanced labels:
+    ``{"y": class_labels(seed, 0, n, K)}``); ``guidance`` is the classifier-free scale of :func:`sample`.
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
@@ -127,7 +183,7 @@ def sample_batches(model: ConsistencyModel, n: int, *, seed: int = 0, steps: int
     for k in range(rank, -(-n // batch_size), world_size):
         start, stop = k * batch_size, min((k + 1) * batch_size, n)
         part = {key: value[start:stop] for key, value in (cond or {}).items()}
-        yield start, sample_range(model, start, stop, seed=seed, times=times, cond=part, clip=clip)
+        yield start, sample_range(model, start, stop, seed=seed, times=times, cond=part, clip=clip, guidance=guidance)
 
 
 def sample_all(model: ConsistencyModel, n: int, **kwargs: Any) -> Tensor:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, model_dict_from_v01
+from ..config import ConfigError, model_dict_from_v01, to_dict
+from .config import resolve_train_dict
 
 # dotted prefixes of the resolved config that a resumed run must keep
-FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout")
+FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout", "data.label_dropout")
 # what may change (documented in docs/training.md); everything not frozen may
 CHANGEABLE = ("steps", "optim.*", "ema.*", "eval.*", "log_every", "sample_every", "checkpoint_every",
               "keep_checkpoints", "max_nonfinite", "threads", "device", "precision", "compile", "deterministic",
@@ -50,7 +51,9 @@ def frozen_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def check_resume_config(stored: dict[str, Any], new: dict[str, Any], path: Any) -> None:
-    """Raise a ConfigError naming each frozen key that ``new`` changes (with both values)."""
+    """Raise a ConfigError naming each frozen key that ``new`` changes (with both values). ``stored`` is read
+    with today's defaults for keys added since it was written (model.num_classes: 0, data.label_dropout: 0)."""
+    stored = to_dict(resolve_train_dict(stored, resolved=True))
     changed = frozen_changes(stored, new)
     if changed:
         a, b = _flatten(stored), _flatten(new)

@@ -149,6 +149,8 @@ class Trainer:
         self.dataset, self.heldout = dataset, heldout
         if dataset is None:
             self.dataset, self.heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
+        self.model.class_names = self.ema.model.class_names = check_labelled(self.dataset, cfg.model.num_classes,
+                                                                             cfg.data.source)
         self.evals = Evaluations(cfg, self.device, self.progress)
         self.wrapped: nn.Module = self.model
 
@@ -229,15 +231,16 @@ class Trainer:
                 f"resume from it (--resume optim.lr=...).")
 
     # -- one step ---------------------------------------------------------------------------------------------------
-    def _train_step(self, x0: torch.Tensor) -> tuple[dict[str, float], bool]:
-        """One optimiser step on the local batch; returns (logs, applied). Non-finite steps change nothing;
-        an update that makes the weights non-finite stops the run before the EMA sees it."""
+    def _train_step(self, x0: torch.Tensor, cond: dict[str, torch.Tensor]) -> tuple[dict[str, float], bool]:
+        """One optimiser step on the local batch (``cond``: its labels ``{"y": (B,)}`` for a conditional
+        model, else empty); returns (logs, applied). Non-finite steps change nothing; an update that makes
+        the weights non-finite stops the run before the EMA sees it."""
         cfg = self.cfg
         self.wrapped.train()
         use_bf16 = cfg.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.objective(self.wrapped, x0, self.step, generator=self.generator, rank=self.info.rank,
-                                 world_size=self.info.world_size)
+                                 world_size=self.info.world_size, cond=cond)
         self.optimizer.zero_grad(set_to_none=True)
         logs = dict(out.logs)
         applied = all_ranks_true(bool(torch.isfinite(out.loss.detach())), self.info, self.device)
@@ -293,8 +296,11 @@ class Trainer:
             self._start(files)
         logger = MetricsLogger(self.folder.out, resume_step=self.step if self.resumed_from else None) if main else None
         sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, start_step=self.step,  # type: ignore[arg-type]
-                                   flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size)
-        loader = make_loader(FlippedDataset(self.dataset), sampler, cfg.data.num_workers, self.device.type == "cuda")
+                                   flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size,
+                                   label_dropout=cfg.data.label_dropout)
+        null = self.model.null_class if cfg.model.num_classes else None
+        loader = make_loader(FlippedDataset(self.dataset, null), sampler, cfg.data.num_workers,
+                             self.device.type == "cuda")
         tasks = Periodic(cfg.log_every, cfg.sample_every, cfg.eval.fid_every, cfg.checkpoint_every, cfg.eval.grid > 0)
         bar = None
         if main and self.progress:
@@ -305,7 +311,8 @@ class Trainer:
             while self.step < cfg.steps:
                 batch = next_batch(loader, session.stop_signal is not None)
                 if batch is not None:
-                    logs, applied = self._train_step(batch.to(self.device, non_blocking=True))
+                    x0, cond = (batch[0], {"y": batch[1].to(self.device)}) if null is not None else (batch, {})
+                    logs, applied = self._train_step(x0.to(self.device, non_blocking=True), cond)
                     self.step += 1
                     consecutive = 0 if applied else consecutive + 1
                     self.nonfinite_total += 0 if applied else 1
@@ -398,6 +405,24 @@ class Trainer:
                 files["checkpoint"] = checkpoint
         return TrainResult(self.folder.out, self.step, checkpoint, files, self.metrics, self.nonfinite_total,
                            interrupted, trailing)
+
+
+def check_labelled(dataset: Dataset, num_classes: int, source: str) -> list[str] | None:
+    """The class names of a conditional run's dataset (None for an unconditional run); a clear error when the
+    dataset has no labels or another number of classes than ``model.num_classes``."""
+    if not num_classes:
+        return None
+    names = getattr(getattr(dataset, "dataset", dataset), "class_names", None)  # through a Subset
+    if names is None:
+        item = dataset[0]
+        if not isinstance(item, (tuple, list)):
+            raise ValueError(f"model.num_classes={num_classes} needs labelled training data, but the given dataset "
+                             f"yields images without labels; give a dataset of (image, label) items")
+        names = [str(k) for k in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"data.source={source!r} has {len(names)} classes ({', '.join(names[:12])}) but "
+                         f"model.num_classes={num_classes}; set model.num_classes={len(names)}")
+    return list(names)
 
 
 def summarise_learning(metrics: dict[str, Any]) -> dict[str, Any]:
