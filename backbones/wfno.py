@@ -37,7 +37,9 @@ class WFNO2d(Backbone):
         lift_hidden: 0 lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden channels.
         local_kernel: 3 (W_1 and W_3 in each block) or 1 (W_1 only).
         channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b).
-    Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
+        num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34; the
+            model section's ``num_classes`` sets it); labels y (B,) in [0, K], K (or ``y=None``) the null class.
+    Shapes: x (B, C, H, W), c_noise (B,), y (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
     """
 
     resolution_agnostic = True
@@ -47,7 +49,7 @@ class WFNO2d(Backbone):
                  n_freqs: int = 16, max_freq: float = 8.0, spectral_weight_drop: float = 0.0,
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = False, time_channels: int = 0, film: bool = True, lift_hidden: int = 0,
-                 local_kernel: int = 3, channel_mlp: float = 0.0) -> None:
+                 local_kernel: int = 3, channel_mlp: float = 0.0, num_classes: int = 0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise ValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, got {spectral_impl!r}")
@@ -57,7 +59,7 @@ class WFNO2d(Backbone):
         if not film and time_channels <= 0:
             raise ValueError("film=False needs time_channels > 0: the network would not see the time")
         self.positional_grid = positional_grid
-        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq)
+        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, num_classes)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None
         lift_in = in_channels + (2 if positional_grid else 0) + max(time_channels, 0)
         self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden <= 0 else
@@ -92,8 +94,8 @@ class WFNO2d(Backbone):
             parts.append(dt[:, :, None, None].expand(-1, -1, *dx.shape[2:]))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        emb = self.embed(c_noise)
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
+        emb = self.embed(c_noise, y)
         h = self.lift(self.lift_input(x, emb))
         for block in self.blocks:
             h = block(h, emb)
@@ -106,11 +108,13 @@ class WFNO2d(Backbone):
             if isinstance(block.spectral, SpectralConv2d):
                 block.spectral.resample_noise_(generator)
 
-    def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
+                            y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(F(x, c), dF along (dx, dc)) by hand-written forward mode (Eq. 20): each linear layer runs once
         on the doubled batch, so the JVP costs about two forwards instead of ``torch.func.jvp``'s three
-        convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` (tested)."""
-        emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise)
+        convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` at a fixed label y
+        (tested)."""
+        emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise, y)
         hh = self.lift_packed(pack(self.lift_input(x, emb), self.lift_input_tangent(dx, demb)))
         for block in self.blocks:
             hh = block.forward_packed(hh, emb, demb)
@@ -120,13 +124,13 @@ class WFNO2d(Backbone):
         """The lifting on a packed pair [z; dz] (one convolution, or the two-layer channel MLP)."""
         return linear_packed(self.lift, zz) if isinstance(self.lift, nn.Conv2d) else sequential_packed(self.lift, zz)
 
-    def forward_and_detached_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor,
-                                     dc_noise: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_and_detached_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
+                                     y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """F(x, c) with its graph, and its tangent along (dx, dc) without one, the tangent reusing the
         forward's activations (each block's y, 1/s, GELU input): about one forward of extra work instead
         of :meth:`forward_and_tangent`'s two. The small time embedding and projection head recompute their
         value inside the no-grad packed rules."""
-        emb = self.embed(c_noise)
+        emb = self.embed(c_noise, y)
         z = self.lift_input(x, emb)
         h = self.lift(z)
         with torch.no_grad():

@@ -182,9 +182,9 @@ class FakeFID:
     def __init__(self, ref, num_samples, batch_size=250, device=None, cache_dir=None, **kwargs) -> None:
         self.calls = 0
 
-    def evaluate(self, model, steps=1, seed=0) -> float:
+    def scores(self, model, steps=1, seed=0) -> dict[str, float]:
         self.calls += 1
-        return 100.0 / self.calls + steps
+        return {"fid": 100.0 / self.calls + steps}
 
 
 def test_periodic_fid_is_logged_and_plotted(tmp_path, monkeypatch):

@@ -79,6 +79,9 @@ def _fid(argv: list[str]) -> int:
     t0 = time.time()
     try:
         logits = InceptionLogits(args.is_weights) if args.inception_score else None  # before minutes of features
+        if args.per_class:  # both sets must be labelled: said before any feature is extracted
+            source_labels(args.gen, args.gen_split, 0)
+            source_labels(args.ref, args.ref_split, 0)
         net = InceptionFeatures(args.weights, args.device)
         common = dict(num=args.num, batch_size=args.batch_size, network=net, progress=not args.quiet,
                       keep_features=args.kid or args.per_class or args.inception_score)
