@@ -15,6 +15,10 @@ class SharedDropout(nn.Module):
     mask; the next forward draws one shaped like its input from the given generator, and every forward
     until the next resample reuses it. Identity in eval mode or with p = 0. Dropout is linear, so a
     (value, tangent) pair uses the same mask on both: :meth:`packed`.
+
+    The mask is per sample. Under DDP rank r of W holds samples [r B, (r + 1) B) of the global batch of
+    W B, and the generator is in the same state on every rank: the mask is drawn for the global batch,
+    (W B, ...), and each rank keeps its slice, so W ranks apply the masks of one process.
     """
 
     def __init__(self, p: float = 0.0) -> None:
@@ -24,19 +28,26 @@ class SharedDropout(nn.Module):
         self.p = p
         self._mask: Tensor | None = None
         self._generator: torch.Generator | None = None
+        self._rank, self._world_size = 0, 1
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """Forget the mask; the next forward draws rank ``rank``'s slice of a mask for ``world_size`` ranks."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
         self._mask, self._generator = None, generator
+        self._rank, self._world_size = rank, world_size
 
     def mask_for(self, z: Tensor) -> Tensor:
-        """The step's mask for an input shaped like ``z`` (drawn on first use)."""
+        """The step's mask for an input shaped like ``z`` (B, ...) (drawn on first use, for the global batch)."""
         if self._mask is None or self._mask.shape != z.shape:
             device = self._generator.device if self._generator is not None else z.device
-            keep = torch.full(z.shape, 1.0 - self.p, device=device)
-            self._mask = (torch.bernoulli(keep, generator=self._generator) / (1.0 - self.p)).to(z.device)
+            b = z.shape[0]
+            keep = torch.full((b * self._world_size, *z.shape[1:]), 1.0 - self.p, device=device)
+            mask = torch.bernoulli(keep, generator=self._generator)[self._rank * b:(self._rank + 1) * b]
+            self._mask = (mask / (1.0 - self.p)).to(z.device)
         return self._mask.to(z.dtype)
 
     def forward(self, z: Tensor) -> Tensor:

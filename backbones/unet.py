@@ -155,11 +155,11 @@ class UNet(Backbone):
     def _stage(in_ch: int, out_ch: int, emb_dim: int, dropout: float, attn: bool, heads: int) -> "Stage":
         return Stage(ResBlock(in_ch, out_ch, emb_dim, dropout), Attention(out_ch, heads) if attn else None)
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
-        """A new dropout mask in every residual block (shared by the step's forwards and JVP)."""
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """A new dropout mask in every residual block (shared by the step's forwards and JVP; this rank's slice)."""
         for module in self.modules():
             if isinstance(module, SharedDropout):
-                module.resample_noise_(generator)
+                module.resample_noise_(generator, rank=rank, world_size=world_size)
 
     def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
         factor = 2 ** (self.n_levels - 1)

@@ -40,16 +40,24 @@ class WeightedFourierBlock(nn.Module):
     parameters are the ones above, unchanged.
 
     Options (the design study, docs/results.md): ``film=False`` drops FiLM (time then enters through the
-    lifting only), ``local_kernel=1`` drops W_3 (local path 1x1 only), ``channel_mlp=m > 0`` adds M.
+    lifting only), ``local_kernel=1`` drops W_3 (local path 1x1 only), ``channel_mlp=m > 0`` adds M,
+    ``scale=s > 1`` runs the block on the s x s mean-pooled stream with modes // s and adds its bilinearly
+    upsampled update: h <- h + Up(block(Down h) - Down h) (Eq. 18c; Down and Up are linear, so the tangent
+    is the same map of the coarse tangent).
     Shapes: h (B, W, H, W'), emb (B, E) -> (B, W, H, W').
     """
 
     def __init__(self, width: int, emb_dim: int, modes: int | tuple[int, int], weight_drop: float,
                  spectral_impl: str, spectral_transform: str = "auto", dropout: float = 0.0, *,
-                 film: bool = True, local_kernel: int = 3, channel_mlp: float = 0.0) -> None:
+                 film: bool = True, local_kernel: int = 3, channel_mlp: float = 0.0, scale: int = 1) -> None:
         super().__init__()
         if local_kernel not in (1, 3):
             raise ValueError(f"local_kernel must be 1 or 3, got {local_kernel!r}")
+        if scale < 1:
+            raise ValueError(f"a block's scale must be a positive integer, got {scale!r}")
+        self.scale = scale
+        if scale > 1:
+            modes = tuple(max(1, m // scale) for m in ((modes, modes) if isinstance(modes, int) else modes))
         self.dropout = SharedDropout(dropout)
         self.norm = group_norm(width)
         self.film = nn.Linear(emb_dim, 2 * width) if film else None
@@ -105,8 +113,39 @@ class WeightedFourierBlock(nn.Module):
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
         return self.forward_saving(h, emb)[0]
 
+    def down(self, h: Tensor) -> Tensor:
+        return F.avg_pool2d(h, self.scale)
+
+    def up(self, z: Tensor, like: Tensor) -> Tensor:
+        return F.interpolate(z, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
     def forward_saving(self, h: Tensor, emb: Tensor) -> tuple[Tensor, BlockActivations]:
         """The block, and the activations its tangent needs (:meth:`tangent`): nothing computed twice."""
+        if self.scale == 1:
+            return self._forward_saving(h, emb)
+        coarse = self.down(h)
+        out, saved = self._forward_saving(coarse, emb)
+        return h + self.up(out - coarse, h), saved
+
+    def tangent(self, saved: BlockActivations, dh: Tensor, demb: Tensor) -> Tensor:
+        """The block's tangent along (dh, demb) at the point :meth:`forward_saving` saved (Eq. 20, 30): the
+        linear maps run on dz alone (B rows). Call it without a graph (a stop-gradient tangent). Shapes:
+        dh (B, W, H, W'), demb (B, E) -> (B, W, H, W')."""
+        if self.scale == 1:
+            return self._tangent(saved, dh, demb)
+        coarse = self.down(dh)
+        return dh + self.up(self._tangent(saved, coarse, demb) - coarse, dh)
+
+    def forward_packed(self, hh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
+        """The block and its directional derivative along (dh, demb) by the rules of Eq. 20, on a packed
+        pair hh = [h; dh] (2B, W, H, W') -> [block(h, emb); its tangent]; the linear maps run once on the
+        2B rows. emb, demb: (B, E)."""
+        if self.scale == 1:
+            return self._forward_packed(hh, emb, demb)
+        coarse = self.down(hh)
+        return hh + self.up(self._forward_packed(coarse, emb, demb) - coarse, hh)
+
+    def _forward_saving(self, h: Tensor, emb: Tensor) -> tuple[Tensor, BlockActivations]:
         scale, shift = self.full_modulation(emb)
         y, rstd = group_norm_stats(h, self.norm.num_groups, self.norm.eps)
         u = torch.addcmul(shift, y, scale)
@@ -115,20 +154,14 @@ class WeightedFourierBlock(nn.Module):
         saved = BlockActivations(y, rstd, u, scale, h)
         return (h if self.mlp is None else h + self.mlp(h)), saved
 
-    def tangent(self, saved: BlockActivations, dh: Tensor, demb: Tensor) -> Tensor:
-        """The block's tangent along (dh, demb) at the point :meth:`forward_saving` saved (Eq. 20, 30): the
-        linear maps run on dz alone (B rows). Call it without a graph (a stop-gradient tangent). Shapes:
-        dh (B, W, H, W'), demb (B, E) -> (B, W, H, W')."""
+    def _tangent(self, saved: BlockActivations, dh: Tensor, demb: Tensor) -> Tensor:
         dscale, dshift = self.tangent_modulation(demb)
         du = modulated_norm_tangent(saved.y, saved.rstd, dh, self.norm.num_groups, saved.scale, dscale, dshift)
         dz = self.dropout(pointwise_tangent("gelu", saved.u, du))  # the step's mask, drawn by the forward
         dh = dh + self.local(to_compute_dtype(dz, dh), bias=False)
         return dh if self.mlp is None else dh + sequential_pair(self.mlp, saved.mid, dh)[1]
 
-    def forward_packed(self, hh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
-        """The block and its directional derivative along (dh, demb) by the rules of Eq. 20, on a packed
-        pair hh = [h; dh] (2B, W, H, W') -> [block(h, emb); its tangent]; the linear maps run once on the
-        2B rows. emb, demb: (B, E)."""
+    def _forward_packed(self, hh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
         scale, shift = self.full_modulation(emb)
         dscale, dshift = self.tangent_modulation(demb)
         u, du = modulated_norm_pair(*unpack(hh), self.norm.num_groups, self.norm.eps, scale, shift, dscale, dshift)

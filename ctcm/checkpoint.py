@@ -153,7 +153,7 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
         weights: ``ema`` (the averaged weights when the checkpoint has them, else the live ones) or
             ``model`` (the live training weights).
     """
-    from .build import build
+    from .build import build, stored_model
     from .registry import RegistryError
 
     if weights not in ("ema", "model"):
@@ -167,7 +167,7 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
             f"model.load_state_dict(ctcm.read_checkpoint(path)['model'])"
         )
     try:
-        model = build(from_dict(ModelConfig, model_dict_from_v01(payload["config"])[0]))
+        model = build(stored_model(from_dict(ModelConfig, model_dict_from_v01(payload["config"])[0])))
     except RegistryError as exc:
         raise CheckpointError(f"cannot rebuild the model of {path}: {exc}{_registry_hint(exc)}") from exc
     state = network_weights(payload, weights)

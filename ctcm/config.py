@@ -207,6 +207,22 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def coerce_kwargs(factory: Any, kwargs: dict[str, Any], what: str) -> dict[str, Any]:
+    """``kwargs`` typed against the annotations of ``factory``'s parameters, as dataclass fields are typed
+    (:func:`from_dict`): ``dropout: 5e-2`` (a string to YAML 1.1) becomes the float 0.05, ``width: 64.0`` the
+    int 64. Parameters without a usable annotation pass through.
+
+    Raises:
+        ConfigError: a value that cannot be read as its parameter's type (one line naming both).
+    """
+    target = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # annotations naming what the module cannot resolve at run time: no coercion
+        hints = {}
+    return {k: _coerce(hints[k], v, f"{what} argument {k}") if k in hints else v for k, v in kwargs.items()}
+
+
 # -- YAML and command-line overrides --------------------------------------------------------------------------
 def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping in a YAML file; a ConfigError (with the line) for malformed, binary or non-mapping files."""

@@ -7,9 +7,10 @@ Equation numbers refer to ``docs/maths.md``.
 from __future__ import annotations
 
 import abc
+import inspect
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,10 @@ class Backbone(ComplexSafeModule, abc.ABC):
     in_channels: int
     out_channels: int
     resolution_agnostic: bool = False
+    #: the values of constructor arguments whose default has changed (or that did not exist) as checkpoints
+    #: written before 0.3 built them: those stored only the arguments a user gave, so an argument missing
+    #: from a stored config takes its value here, not today's default (:func:`ctcm.build.stored_model`)
+    legacy_defaults: ClassVar[Mapping[str, Any]] = {}
 
     @abc.abstractmethod
     def forward(self, x: Tensor, c_noise: Tensor, **cond: Any) -> Tensor:
@@ -78,11 +83,15 @@ class Backbone(ComplexSafeModule, abc.ABC):
             d_out = self.forward_and_tangent(x, dx, c_noise, dc_noise, **cond)[1]
         return out, d_out
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0,
+                        world_size: int = 1) -> None:
         """Draw new per-step randomness (called once per training step, before any forward); default none.
 
         Every forward of one step (the differentiable one, the no-grad target, the JVP) then sees the same
-        randomness, as consistency training requires (ECT shares dropout masks across the two branches)."""
+        randomness, as consistency training requires (ECT shares dropout masks across the two branches).
+        ``generator`` is in the same state on every rank; randomness drawn per sample (dropout masks) must be
+        drawn for the global batch of ``world_size`` x the local one, this rank (``rank``) keeping its slice,
+        so that W ranks see the draws of one process. Per-step randomness (weight-drop) ignores them."""
 
 
 REQUIRED_BACKBONE_ATTRIBUTES = ("in_channels", "out_channels", "resolution_agnostic")
@@ -98,6 +107,13 @@ def check_backbone(backbone: Any) -> None:
         raise TypeError(
             f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__. "
             f"Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
+        )
+    params = inspect.signature(backbone.resample_noise_).parameters
+    if not {"rank", "world_size"} <= set(params) and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(
+            f"backbone {type(backbone).__name__}.resample_noise_ must take the keyword arguments rank and "
+            f"world_size (its slice of the global batch under DDP); declare it as "
+            f"resample_noise_(self, generator=None, *, rank=0, world_size=1)"
         )
 
 
@@ -147,6 +163,16 @@ class NoiseSchedule(abc.ABC):
         a call on CPU, is paid before the backbone's kernels are queued)."""
         out = torch.func.jvp(lambda s: (*self.coefficients(s), self.c_noise(s)), (t,), (torch.ones_like(t),))
         return tuple(out[0]), tuple(out[1])
+
+    def first_time_outside(self, t: Tensor) -> float | None:
+        """The first entry of ``t`` that is not finite or lies outside [t_min, t_max] (float32 rounding of an
+        endpoint is allowed), or None when every entry is in range. One device sync: call it where t enters
+        (a user's call, a time distribution's first draw), not on every step of a training loop."""
+        lo, hi = float(self.t_min), float(self.t_max)
+        tol = 1e-5 * (hi - lo) + 1e-7
+        plain = t.detach().real if t.is_complex() else t.detach()
+        bad = ~(torch.isfinite(plain) & (plain >= lo - tol) & (plain <= hi + tol))
+        return float(plain[bad][0]) if bool(bad.any()) else None
 
     # -- noise level in data units ----------------------------------------------------------------------------
     def edm_sigma(self, t: Tensor) -> Tensor:

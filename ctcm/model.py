@@ -81,9 +81,9 @@ class ConsistencyModel(ComplexSafeModule):
     #: the network outside the schedule's range on purpose (advanced use: the output is then extrapolated).
     validate_time: bool = True
 
-    def _check_inputs(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """Shape, dtype, batch size and (unless ``validate_time`` is False) the range and finiteness of t;
-        returns t as a (B,) tensor of x's dtype and device. The images are not scanned (too costly)."""
+    def _check_inputs(self, x: Tensor, t: Tensor | float, check_time: bool = True) -> Tensor:
+        """Shape, dtype, batch size and (when ``check_time`` and ``validate_time``) the range and finiteness of
+        t; returns t as a (B,) tensor of x's dtype and device. The images are not scanned (too costly)."""
         if not torch.is_tensor(x):
             raise TypeError(f"x must be a tensor of images (B, {self.channels}, H, W), got {type(x).__name__}")
         if not (x.is_floating_point() or x.is_complex()):
@@ -103,7 +103,7 @@ class ConsistencyModel(ComplexSafeModule):
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
-        if self.validate_time:
+        if check_time and self.validate_time:
             self._check_time(t)
         return t
 
@@ -118,12 +118,9 @@ class ConsistencyModel(ComplexSafeModule):
                              f"{int(y[(y < 0) | (y > k)][0])}; this model has model.num_classes={k}")
 
     def _check_time(self, t: Tensor) -> None:
-        lo, hi = float(self.schedule.t_min), float(self.schedule.t_max)
-        tol = 1e-5 * (hi - lo) + 1e-7  # float32 rounding of an endpoint is not an error
-        plain = t.detach().real if t.is_complex() else t.detach()
-        bad = ~(torch.isfinite(plain) & (plain >= lo - tol) & (plain <= hi + tol))
-        if bool(bad.any()):
-            first = float(plain[bad][0])
+        first = self.schedule.first_time_outside(t)
+        if first is not None:
+            lo, hi = self.schedule.t_min, self.schedule.t_max
             raise ValueError(f"t must be finite and in the schedule's range [t_min, t_max] = [{lo:.6g}, {hi:.6g}], "
                              f"got {first!r} ({type(self.schedule).__name__}); set model.validate_time = False "
                              f"to evaluate outside it on purpose")
@@ -135,6 +132,7 @@ class ConsistencyModel(ComplexSafeModule):
         return self.backbone(expand_like(c_in, x) * x, self.schedule.c_noise(t), **cond)
 
     def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False, tangent_along: Tensor | None = None,
+                check_time: bool = True,
                 **cond: Any) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, TimeDerivative]:
         """f_theta(x_t, t; cond) (Eq. 3). x (B, C, H, W); t (B,) or scalar; cond: tensors (B, ...) for the
         backbone (e.g. class labels ``y``). Returns (B, C, H, W), or the pair (f, F) with the backbone's
@@ -143,9 +141,12 @@ class ConsistencyModel(ComplexSafeModule):
         ``tangent_along`` = dx_t/dt (B, C, H, W): returns (f, F, d) with d the :class:`TimeDerivative` at
         (x, t) along it computed without a graph (stop-gradient), in one pass with the differentiable f
         (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s.
+
+        ``check_time=False`` skips the range check of t (a device sync): for callers whose t is in range by
+        construction, such as the objectives' training times (checked where they are drawn).
         """
-        t = self._check_inputs(x, t)
-        if self.num_classes and cond.get("y") is not None:
+        t = self._check_inputs(x, t, check_time)
+        if check_time and self.num_classes and cond.get("y") is not None:  # the same sync-free opt-out
             self.check_labels(cond["y"], x.shape[0])
         if tangent_along is not None:
             if tangent_along.shape != x.shape:
@@ -157,18 +158,21 @@ class ConsistencyModel(ComplexSafeModule):
         f = expand_like(c_skip, x) * x + expand_like(c_out, x) * raw
         return (f, raw) if return_raw else f
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
-        """Draw the backbone's per-step randomness (see :meth:`ctcm.Backbone.resample_noise_`)."""
-        self.backbone.resample_noise_(generator)
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """Draw the backbone's per-step randomness, this rank's slice of it under DDP (see
+        :meth:`ctcm.Backbone.resample_noise_`)."""
+        self.backbone.resample_noise_(generator, rank=rank, world_size=world_size)
 
-    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, **cond: Any) -> TimeDerivative:
+    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, *, check_time: bool = True,
+                        **cond: Any) -> TimeDerivative:
         """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11), at fixed ``cond``.
 
         The backbone's :meth:`ctcm.Backbone.forward_and_tangent` gives (F, dF) along d/dt (c_in x, c_noise)
         (its own forward mode, Eq. 20, or ``torch.func.jvp`` by default). Returns a :class:`TimeDerivative`;
         ``.df_dt()`` is the exact total derivative, equal to :func:`ctcm.total_derivative` of :meth:`forward`.
+        ``check_time``: as in :meth:`forward`.
         """
-        t = self._check_inputs(x, t)
+        t = self._check_inputs(x, t, check_time)
         values, rates = self.schedule.coefficients_with_rates(t)
         u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
         raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)

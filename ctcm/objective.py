@@ -82,24 +82,40 @@ class ObjectiveContext:
         return self.net.schedule
 
     def randn_like(self, x: Tensor) -> Tensor:
+        """N(0, I) draws shaped like ``x`` (B, ...), drawn for the global batch (a term's own extra randomness:
+        drawn after :attr:`t`, :attr:`noise` and :attr:`uniform`, in the order the terms ask for it)."""
         shape = (x.shape[0] * self.world_size, *x.shape[1:])
         return self._shard(torch.randn(shape, generator=self.generator, device=x.device, dtype=x.dtype))
 
     def rand(self, n: int) -> Tensor:
+        """(n,) U[0, 1) draws for this rank's n samples (a term's own extra randomness, as :meth:`randn_like`)."""
         return self._shard(torch.rand(n * self.world_size, generator=self.generator, device=self.x0.device,
                                       dtype=self.x0.dtype))
 
     @cached_property
+    def _draws(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(t, eps, u), drawn together in this fixed order on first use of any of them: whichever term asks
+        first, the generator yields the same values (the same seed gives the same run for any order of the
+        terms), and the backbone's dropout masks, drawn by the first forward, always come after them."""
+        n = self.x0.shape[0] * self.world_size
+        t = self._shard(self.time_distribution.draw(n, self.schedule, generator=self.generator,
+                                                    device=self.x0.device, dtype=self.x0.dtype))
+        return t, self.randn_like(self.x0), self.rand(self.x0.shape[0])
+
+    @cached_property
     def t(self) -> Tensor:
         """(B,) training times from the objective's time distribution."""
-        n = self.x0.shape[0] * self.world_size
-        return self._shard(self.time_distribution.sample(n, self.schedule, generator=self.generator,
-                                                         device=self.x0.device, dtype=self.x0.dtype))
+        return self._draws[0]
 
     @cached_property
     def noise(self) -> Tensor:
         """(B, C, H, W) eps ~ N(0, I), shared by every point of the path."""
-        return self.randn_like(self.x0)
+        return self._draws[1]
+
+    @cached_property
+    def uniform(self) -> Tensor:
+        """(B,) u ~ U[0, 1) per sample, for a random consistency gap (shared by the terms, like t and eps)."""
+        return self._draws[2]
 
     @cached_property
     def _path(self) -> tuple[Tensor, Tensor]:
@@ -117,7 +133,7 @@ class ObjectiveContext:
     @cached_property
     def _outputs(self) -> tuple[Tensor, ...]:
         along = self.dx_dt if self.with_time_derivative else None
-        return self.model(self.x_t, self.t, return_raw=True, tangent_along=along, **self.cond)
+        return self.model(self.x_t, self.t, return_raw=True, tangent_along=along, check_time=False, **self.cond)
 
     @cached_property
     def time_derivative(self) -> TimeDerivative:
@@ -126,7 +142,8 @@ class ObjectiveContext:
         if self.with_time_derivative:
             return cast("TimeDerivative", self._outputs[2])
         with torch.no_grad():
-            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, **self.cond)
+            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, check_time=False,
+                                                                      **self.cond)
 
     @property
     def f(self) -> Tensor:
@@ -178,7 +195,7 @@ class Objective(abc.ABC):
         The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
         net = cast("ConsistencyModel", unwrap(model))
         if net.training:
-            net.resample_noise_(generator)
+            net.resample_noise_(generator, rank=rank, world_size=world_size)
         total = WeightedSum(self.terms())
         ctx = ObjectiveContext(model, x0, step, generator, time_distribution=total.time_distribution(),
                                rank=rank, world_size=world_size, cond=cond,

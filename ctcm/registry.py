@@ -19,6 +19,8 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from .config import coerce_kwargs
+
 T = TypeVar("T")
 
 
@@ -138,10 +140,11 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        """Call the object bound to ``name`` with ``kwargs``, rejecting unknown keyword arguments."""
+        """Call the object bound to ``name`` with ``kwargs``, rejecting unknown keyword arguments and typing
+        the others against its annotations (:func:`ctcm.config.coerce_kwargs`)."""
         factory: Any = self.get(name)
         check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
-        return factory(**kwargs)
+        return factory(**coerce_kwargs(factory, kwargs, f"{self.kind} '{name}'"))
 
     def names(self) -> list[str]:
         """Every registered name, loaded or not, sorted."""

@@ -23,6 +23,19 @@ from .interfaces import NoiseSchedule
 from .registry import GAPS, TIME_DISTRIBUTIONS, register_gap, register_time_distribution
 
 
+def check_first_output(owner: object, t: Tensor, schedule: NoiseSchedule, what: str) -> None:
+    """Check that ``t`` lies in the schedule's range on ``owner``'s first output only (one device sync per
+    run, not per step): this is where training times enter, and the model skips its own check for them."""
+    if getattr(owner, "_range_checked", False):
+        return
+    bad = schedule.first_time_outside(t)
+    if bad is not None:
+        raise ValueError(f"{what} {type(owner).__name__} gave t = {bad!r} outside the schedule's range "
+                         f"[t_min, t_max] = [{schedule.t_min:.6g}, {schedule.t_max:.6g}] "
+                         f"({type(schedule).__name__}); it must return finite times in that range")
+    object.__setattr__(owner, "_range_checked", True)
+
+
 class TimeDistribution(abc.ABC):
     """Draws training times t in [t_min, t_max] for a schedule."""
 
@@ -30,6 +43,13 @@ class TimeDistribution(abc.ABC):
     def sample(self, n: int, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
         """n times, shape (n,)."""
+
+    def draw(self, n: int, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """:meth:`sample`, its range checked on this distribution's first draw (:func:`check_first_output`)."""
+        t = self.sample(n, schedule, generator=generator, device=device, dtype=dtype)
+        check_first_output(self, t, schedule, "time distribution")
+        return t
 
 
 
@@ -70,6 +90,12 @@ class Gap(abc.ABC):
     @abc.abstractmethod
     def target_time(self, t: Tensor, schedule: NoiseSchedule, step: int, u: Tensor) -> Tensor:
         """t' (same shape as t) in [t_min, t]; ``u`` holds U[0, 1) draws shaped like t for random gaps."""
+
+    def checked_target_time(self, t: Tensor, schedule: NoiseSchedule, step: int, u: Tensor) -> Tensor:
+        """:meth:`target_time`, its range checked on this gap's first call (:func:`check_first_output`)."""
+        t_prev = self.target_time(t, schedule, step, u)
+        check_first_output(self, t_prev, schedule, "gap")
+        return t_prev
 
 
 

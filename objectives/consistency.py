@@ -54,13 +54,13 @@ class ConsistencyObjective(Objective):
 
     def target_times(self, ctx: ObjectiveContext) -> Tensor:
         """t' for the batch: the gap applied to ctx.t at ctx.step."""
-        return self._gap.target_time(ctx.t, ctx.schedule, ctx.step, ctx.rand(ctx.x0.shape[0]))
+        return self._gap.checked_target_time(ctx.t, ctx.schedule, ctx.step, ctx.uniform)
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         t_prev = self.target_times(ctx)
         x_prev, _ = ctx.schedule.noisy(ctx.x0, ctx.noise, t_prev)
         with torch.no_grad():
-            target = ctx.net(x_prev, t_prev, **ctx.cond)
+            target = ctx.net(x_prev, t_prev, check_time=False, **ctx.cond)  # t' checked by the gap
         dist = per_sample_distance(ctx.f, target, self.distance, self.huber_c)
         loss = (self.weight(ctx, t_prev) * dist).mean()
         denoising = float((t_prev == ctx.schedule.t_min).float().mean())

@@ -98,3 +98,33 @@ def test_config_builds_the_same_model():
     a = ctcm.build(cfg)
     b = ctcm.build(from_dict(ModelConfig, to_dict(a.config)))
     assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+
+
+def test_component_options_are_typed_like_dataclass_fields():
+    """``model.backbone.dropout=5e-2`` is a string to YAML 1.1: it reaches the constructor as the float 0.05,
+    as a dataclass field would, for backbones, schedules and objectives alike (issue 16, item 3)."""
+    from ctcm.engine import load_train_config
+
+    cfg = load_train_config(None, ["model.backbone.dropout=5e-2", "model.backbone.width=8.0",
+                                   "model.schedule.sigma_data=5e-1"])
+    model = ctcm.build(cfg.model)
+    assert cfg.model.backbone.kwargs["dropout"] == "5e-2"  # as YAML read it
+    assert model.config.backbone.kwargs["dropout"] == 0.05 and model.config.backbone.kwargs["width"] == 8
+    assert model.backbone.blocks[0].dropout.p == 0.05 and type(model.backbone.blocks[0].dropout.p) is float
+    assert model.schedule.sigma_data == 0.5
+    assert ctcm.create_objective("consistency", huber_c="1e-3").huber_c == 0.001
+
+
+def test_a_component_option_of_the_wrong_type_is_one_clear_line():
+    with pytest.raises(ConfigError, match=r"^backbone 'wfno' argument dropout: expected float, got str 'lots'$"):
+        ctcm.build("wfno-cifar", backbone={"dropout": "lots"})
+    with pytest.raises(ConfigError, match=r"objective 'tangent' argument normalize: expected bool, got str 'maybe'"):
+        ctcm.create_objective("tangent", normalize="maybe")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(min_value=0.0, max_value=0.99, allow_nan=False))
+def test_a_float_written_in_e_notation_reaches_the_constructor_as_that_float(p):
+    text = f"{p:e}"  # what YAML 1.1 leaves a string when it has no dot, e.g. 5e-02
+    model = ctcm.build("wfno-cifar", backbone={"width": 4, "n_layers": 1, "modes": 2, "emb_dim": 4, "dropout": text})
+    assert model.backbone.blocks[0].dropout.p == float(text)

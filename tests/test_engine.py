@@ -254,8 +254,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
 
 
 @pytest.mark.slow
-def test_ddp_gloo_two_ranks_match_one_process(tmp_path):
-    overrides = ["steps=4", "data.num_workers=0"]
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_ddp_gloo_two_ranks_match_one_process(tmp_path, dropout):
+    """2 gloo ranks equal one process on the same global batch, with dropout too (per-sample masks: each
+    rank applies its slice of the global batch's masks; issue 16, item 1)."""
+    overrides = ["steps=4", "data.num_workers=0", f"model.backbone.dropout={dropout}"]
     mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), overrides), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
@@ -300,3 +303,23 @@ def test_sigterm_mid_run_leaves_a_loadable_checkpoint(tmp_path):
     assert done.returncode == 0, done.stderr
     assert ctcm.read_checkpoint(latest_checkpoint(out))["step"] == target
     assert "loss_curve" in done.stdout and "metrics" in done.stdout
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_given_dataset_is_flipped_by_the_data_order_only(tmp_path, monkeypatch, flip):
+    """``Trainer(dataset=build_dataset(...))`` sees exactly the images of the seeded data order, mirrored
+    only where it says so: none with ``data.flip: false`` (issue 16, item 5)."""
+    from ctcm.data import build_dataset
+
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, x0: (seen.append(x0), ({}, True))[1])
+    dataset = build_dataset("embedded", 16)
+    cfg = small_config("steps=3", f"data.flip={str(flip).lower()}", "log_every=0")
+    Trainer(cfg, tmp_path, dataset=dataset, progress=False).run()
+    order = iter(StepBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, flip=flip))
+    flips = 0
+    for x0 in seen:
+        for x, (index, flipped) in zip(x0, next(order)):
+            torch.testing.assert_close(x, dataset[index].flip(-1) if flipped else dataset[index], rtol=0, atol=0)
+            flips += flipped
+    assert len(seen) == 3 and (flips > 0) == flip

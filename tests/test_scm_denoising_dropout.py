@@ -121,3 +121,46 @@ def test_dropout_mask_is_shared_by_online_target_and_jvp(backbone):
     assert not torch.allclose(model(x, t), f1)  # a new step, a new mask
     model.eval()
     torch.testing.assert_close(model(x, t), model(x, t))
+
+
+@pytest.mark.parametrize("backbone", ["wfno", "unet"])
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_apply_their_slice_of_the_global_dropout_mask(backbone, world_size):
+    """Under DDP each rank holds a slice of the global batch and a generator in the same state: the
+    dropout masks of W ranks together equal one process's masks for the whole batch (issue 16, item 1)."""
+    if backbone == "wfno":
+        model = tiny_model(dropout=0.5)
+    else:
+        torch.manual_seed(0)
+        model = ctcm.build("unet-cifar", backbone={"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                                                   "attn_levels": [], "emb_dim": 16, "dropout": 0.5},
+                           resolution=8).double()
+        for p in model.parameters():  # the residual branches start at zero, which would hide the dropout
+            if not p.detach().any():
+                torch.nn.init.normal_(p, std=0.1)
+    model.train()
+    x = batch(2 * world_size)
+    t = torch.linspace(0.1, 0.9, 2 * world_size, dtype=torch.float64) * model.schedule.t_max
+    model.resample_noise_(torch.Generator().manual_seed(3))
+    whole = model(x, t)
+    for rank in range(world_size):
+        model.resample_noise_(torch.Generator().manual_seed(3), rank=rank, world_size=world_size)
+        part = model(x[2 * rank:2 * rank + 2], t[2 * rank:2 * rank + 2])
+        torch.testing.assert_close(part, whole[2 * rank:2 * rank + 2])
+    model.resample_noise_(torch.Generator().manual_seed(3), rank=0, world_size=1)
+    model.eval()  # the masks do matter: without them the outputs differ
+    assert not torch.allclose(model(x, t), whole)
+
+
+def test_a_backbone_whose_resample_hook_lacks_rank_is_refused():
+    class OldHook(ctcm.Backbone):
+        in_channels = out_channels = 3
+
+        def forward(self, x, c_noise):
+            return x
+
+        def resample_noise_(self, generator=None):
+            pass
+
+    with pytest.raises(TypeError, match="rank and world_size.*resample_noise_\\(self, generator=None, \\*, rank=0"):
+        ctcm.ConsistencyModel(OldHook(), ctcm.create_schedule("geometric"))

@@ -18,7 +18,9 @@ F64 = torch.float64
 # every design option of the WFNO (docs/results.md, "Backbone design"), alone and together, besides the default
 DESIGNS = [{}, {"positional_grid": True}, {"time_channels": 4}, {"time_channels": 4, "film": False},
            {"lift_hidden": 6}, {"local_kernel": 1}, {"channel_mlp": 1.5},
-           {"positional_grid": True, "time_channels": 3, "lift_hidden": 6, "local_kernel": 1, "channel_mlp": 1.0}]
+           {"n_layers": 3, "block_scales": [1, 2, 1]}, {"lift_film": True},
+           {"positional_grid": True, "time_channels": 3, "lift_hidden": 6, "local_kernel": 1, "channel_mlp": 1.0,
+            "block_scales": [2, 1], "lift_film": True}]
 
 
 def _close(pair, ref):
@@ -57,7 +59,7 @@ def test_unknown_layer_is_refused():
 @pytest.mark.parametrize("train", [False, True])
 def test_wfno_forward_and_tangent_equals_jvp(train, design):
     torch.manual_seed(0)
-    net = ctcm.create_backbone("wfno", **TINY_WFNO, **design, spectral_weight_drop=0.3,
+    net = ctcm.create_backbone("wfno", **{**TINY_WFNO, **design}, spectral_weight_drop=0.3,
                                dropout=0.2).double().train(train)
     net.resample_noise_(torch.Generator().manual_seed(1))
     x, dx = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
@@ -80,7 +82,8 @@ def test_wfno_tangent_with_a_graph_has_the_jvps_parameter_gradients(design):
     parameter gradients of <r, F> + <s, dF> equal those of torch.func.jvp in float64 (dropout and
     spectral weight-drop on, one shared mask)."""
     torch.manual_seed(0)
-    net = ctcm.create_backbone("wfno", **TINY_WFNO, **design, spectral_weight_drop=0.3, dropout=0.2).double().train()
+    net = ctcm.create_backbone("wfno", **{**TINY_WFNO, **design}, spectral_weight_drop=0.3,
+                               dropout=0.2).double().train()
     net.resample_noise_(torch.Generator().manual_seed(1))
     x, dx = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
     c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)

@@ -39,20 +39,19 @@ def unlabelled_error(src: ImageSource) -> DataError:
 class ImageDataset(Dataset):
     """Images as float32 tensors (3, resolution, resolution) in [-1, 1]: x = uint8 / 127.5 - 1.
 
-    With ``flip=True`` each item is mirrored left-right with probability 1/2, drawn from torch's global RNG
-    (so a seeded DataLoader generator / worker seed makes the epoch reproducible). Safe with worker processes.
+    Item i is a pure function of i: no random flips here. Flips have one owner, the training engine's data
+    order (:mod:`ctcm.engine.data_order`, ``data.flip``), seeded by (seed, step). Safe with worker processes.
     With ``labels=True`` an item is ``(x, y)``, y the image's class label as an int64 scalar tensor (the
     source must have labels: :class:`DataError` otherwise); ``class_names`` names them.
     """
 
-    def __init__(self, source: ImageSource, resolution: int = 32, *, flip: bool = True, labels: bool = False) -> None:
+    def __init__(self, source: ImageSource, resolution: int = 32, *, labels: bool = False) -> None:
         if resolution < 1:
             raise DataError(f"resolution must be a positive int, got {resolution}")
         if labels and source.labels is None:
             raise unlabelled_error(source)
         self.source = source
         self.resolution = resolution
-        self.flip = flip
         self.labels = labels
 
     @property
@@ -65,8 +64,6 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Tensor | tuple[Tensor, Tensor]:
         image = resize_center_crop(self.source.load(index), self.resolution)
         x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
-        if self.flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
         if self.labels:
             assert self.source.labels is not None
             return x, torch.tensor(int(self.source.labels[index]), dtype=torch.int64)
@@ -74,18 +71,17 @@ class ImageDataset(Dataset):
 
     def __repr__(self) -> str:
         return (f"ImageDataset({self.source.description}, n={len(self)}, resolution={self.resolution}, "
-                f"flip={self.flip}, labels={self.labels})")
+                f"labels={self.labels})")
 
 
-def build_dataset(source: str | os.PathLike, resolution: int = 32, *, flip: bool = True,
-                  split: str = "train", labels: bool = False) -> ImageDataset:
+def build_dataset(source: str | os.PathLike, resolution: int = 32, *, split: str = "train",
+                  labels: bool = False) -> ImageDataset:
     """A :class:`torch.utils.data.Dataset` of float32 (3, resolution, resolution) images in [-1, 1].
 
     Args:
         source: ``"embedded"``, an image folder, a ``.zip`` of one, a ``.npz`` (key ``x``, uint8 NHWC),
             or ``"cifar10[:ROOT]"`` (see docs/data.md).
         resolution: output side; other sizes are resized (shorter side) and centre-cropped.
-        flip: random horizontal flips (global torch RNG).
         split: ``"train"`` or ``"test"``; used by cifar10 and by folders/zips with top-level train/ and test/.
         labels: items ``(x, y)`` with the class label y (int64 scalar) instead of x alone.
 
@@ -93,7 +89,7 @@ def build_dataset(source: str | os.PathLike, resolution: int = 32, *, flip: bool
         DataError: missing or malformed data (the message names the path and the expected layout), or
             ``labels=True`` for a source without labels.
     """
-    return ImageDataset(open_source(source, split), resolution, flip=flip, labels=labels)
+    return ImageDataset(open_source(source, split), resolution, labels=labels)
 
 
 def count_images(source: str | os.PathLike, *, split: str = "train") -> int:

@@ -22,12 +22,12 @@ EVAL_SEED_OFFSET = 3
 
 
 def load_data(cfg: TrainConfig, resolution: int, split: str) -> Dataset:
-    """``build_dataset(cfg.data.source, ...)`` without its own flips (the engine draws them), with labels for a
-    class-conditional model (``model.num_classes`` > 0), clear errors."""
+    """``build_dataset(cfg.data.source, ...)`` with clear errors (flips are the data order's, ``data.flip``),
+    with labels for a class-conditional model (``model.num_classes`` > 0)."""
     from ..data import DataError, build_dataset
 
     try:
-        return build_dataset(cfg.data.source, resolution, flip=False, split=split, labels=cfg.model.num_classes > 0)
+        return build_dataset(cfg.data.source, resolution, split=split, labels=cfg.model.num_classes > 0)
     except (DataError, FileNotFoundError) as exc:
         raise DataError(f"cannot load the {split} data of data.source={cfg.data.source!r}: {exc}. "
                         f"Fix the path, or pass --data PATH (or data.source=PATH).") from exc

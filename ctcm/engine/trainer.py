@@ -12,6 +12,7 @@ resume may change (:mod:`.resume`) and the evaluations (:mod:`.evaluations`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -128,6 +129,8 @@ class Trainer:
         np.random.seed(cfg.seed % 2**32)
 
         self.model = build(cfg.model).to(self.device)
+        assert self.model.config is not None  # built from a config
+        self.cfg = cfg = dataclasses.replace(cfg, model=self.model.config)  # every argument spelled out
         self.objective: Objective = build_objective(cfg.objective)
         self.objective.check_model(self.model)  # before any data is read: a mismatch fails in a second
         # an objective's own trainable parameters (e.g. sCM's adaptive weighting): optimised with the model
