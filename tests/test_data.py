@@ -241,7 +241,7 @@ def test_folder_and_zip_labels_are_the_sorted_class_folders(image_set):
         src = open_source(source)
         assert src.class_names == ["cat", "dog"]
         np.testing.assert_array_equal(src.labels, np.arange(7) % 2)  # _write_folder: image i in class i % 2
-        ds = build_dataset(source, 32, flip=False, labels=True)
+        ds = build_dataset(source, 32, labels=True)
         x, y = ds[3]
         assert y.dtype == torch.int64 and int(y) == 1
         torch.testing.assert_close(x, torch.from_numpy(images[3]).permute(2, 0, 1).float() / 127.5 - 1)
