@@ -166,3 +166,33 @@ def test_the_objective_context_gives_the_null_conditioning_for_training_time_gui
     assert torch.equal(ctx.null_cond()["y"], torch.full((3,), K))
     assert torch.equal(ctx.cond["y"], torch.tensor([0, 2, 1]))  # the step's own labels are untouched
     assert ctcm.ObjectiveContext(model, x0).null_cond() == {}
+
+
+# -- ctcm sample ------------------------------------------------------------------------------------------------------
+def test_ctcm_sample_writes_class_balanced_labelled_sets_one_class_and_a_named_grid(tmp_path, capsys):
+    from PIL import Image
+
+    from ctcm.sampling_cli import main_sample
+
+    model = conditional(dtype=torch.float32)
+    model.class_names = ["cat", "dog", "emu", "fox"]
+    ctcm.save_checkpoint(tmp_path / "c.pt", model)
+    common = ["--ckpt", str(tmp_path / "c.pt"), "--num-samples", "10", "--batch-size", "4", "--device", "cpu",
+              "--no-progress", "--seed", "3"]
+    assert main_sample([*common, "--npz", str(tmp_path / "all.npz"), "--grid", str(tmp_path / "g.png")]) == 0
+    with np.load(tmp_path / "all.npz") as data:
+        assert data["x"].shape == (10, 8, 8, 3) and data["classes"].tolist() == model.class_names
+        assert data["y"].tolist() == class_labels(3, 0, 10, K).tolist()
+        every = data["x"]
+    assert "class-balanced" in capsys.readouterr().out
+    grid = np.asarray(Image.open(tmp_path / "g.png"))
+    assert grid.shape[0] == K * 10 + 2  # one row of 8x8 images (plus 2-pixel gaps) per class
+    assert main_sample([*common, "--npz", str(tmp_path / "one.npz"), "--class", "2", "--guidance", "1.5"]) == 0
+    with np.load(tmp_path / "one.npz") as data:
+        assert set(data["y"].tolist()) == {2} and not np.array_equal(data["x"], every)
+    plain = ctcm.build("wfno-cifar", backbone=TINY_WFNO, resolution=8)
+    ctcm.save_checkpoint(tmp_path / "u.pt", plain)
+    capsys.readouterr()
+    assert main_sample(["--ckpt", str(tmp_path / "u.pt"), "--npz", str(tmp_path / "u.npz"), "--class", "1",
+                        "--device", "cpu"]) == 2
+    assert "unconditional model (model.num_classes=0)" in capsys.readouterr().err

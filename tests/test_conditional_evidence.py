@@ -2,9 +2,10 @@
 embedded CIFAR-10 images (at 16x16), draws class-k samples whose colour layout matches class k's images
 better than the other classes', and the same run with shuffled labels (the control) does not.
 
-The statistic of a set of images is its mean image at 2x2 (a mean colour per quadrant: 12 numbers); a class's
-samples "match" class j when that statistic is closest to class j's (Euclidean). ``matched`` counts the
-classes whose samples are closest to their own class (10 classes: chance is 1).
+The statistic of a set of images is its mean image at 2x2 (a mean colour per quadrant: 12 numbers), centred
+on the mean over the 10 classes; a class's samples "match" class j when their statistic points most nearly
+the way class j's does (cosine). ``matched`` counts the classes whose samples match their own class (chance:
+1 of 10); ``margin`` is the mean cosine with the own class minus that with the others.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from ctcm import load_checkpoint
 from ctcm.data import EMBEDDED, build_dataset
 from ctcm.engine import load_train_config, train
 from ctcm.sampling import sample_all
@@ -49,44 +51,62 @@ def layout(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(x.mean(0, keepdim=True), 2).flatten()
 
 
-def evidence(tmp_path: Path, seed: int, shuffle: bool) -> dict[str, float]:
-    """Train ``STEPS`` steps (seed ``seed``; shuffled labels when ``shuffle``) and count matched classes."""
+def train_tiny(out: Path, seed: int, shuffle: bool) -> Path:
+    """``STEPS`` steps of tiny_cond.yaml's model at ``RES`` (consistency term only: the tangent's JVP would
+    double the cost) on the embedded images, labels shuffled when ``shuffle``; returns the checkpoint."""
+    cfg = load_train_config(TINY_COND, [
+        f"model.resolution={RES}", "model.backbone.width=16", "model.backbone.modes=4", "model.backbone.emb_dim=32",
+        "objective=[{name: consistency, gap: {name: uniform, delta_max: 0.1}}]", f"steps={STEPS}", f"seed={seed}",
+        "log_every=50", "sample_every=0", "checkpoint_every=0", "eval.learning_samples=0", "eval.grid=0",
+        "threads=1"])
     data = Labelled(shuffle_seed=seed if shuffle else None)
-    cfg = load_train_config(TINY_COND, [f"model.resolution={RES}", "model.backbone.width=16", "model.backbone.modes=4",
-                                        "model.backbone.emb_dim=32", f"steps={STEPS}", f"seed={seed}", "log_every=50",
-                                        "sample_every=0", "checkpoint_every=0", "eval.learning_samples=0",
-                                        "eval.grid=0", "threads=1"])
-    result = train(cfg, tmp_path / f"run-{seed}-{shuffle}", dataset=data, progress=False)
-    from ctcm import load_checkpoint
+    result = train(cfg, out / f"run-{seed}-{'shuffled' if shuffle else 'labels'}", dataset=data, progress=False)
+    assert result.checkpoint is not None
+    return result.checkpoint
 
-    model = load_checkpoint(result.checkpoint)
-    real = Labelled()  # the true labels: what each class looks like
+
+def class_match(checkpoint: Path, seed: int) -> dict[str, float]:
+    """Sample ``PER_CLASS`` images of each class; compare each class's layout with every class's images.
+
+    Both sets of 10 layouts are centred on their own mean over classes (what tells the classes apart, not the
+    model's overall colour bias); ``matched``: classes whose samples are closest (cosine) to their own class;
+    ``margin``: mean over classes of cos(own) - mean cos(others)."""
+    model = load_checkpoint(checkpoint)
+    real = Labelled()
     targets = torch.stack([layout(real.x[real.y == k]) for k in range(10)])
     y = torch.arange(10).repeat_interleave(PER_CLASS)
     samples = sample_all(model, len(y), seed=seed + 100, batch_size=100, cond={"y": y}).float()
     stats = torch.stack([layout(samples[y == k]) for k in range(10)])
-    dist = torch.cdist(stats, targets)  # (sample class, data class)
-    own = dist.diagonal()
-    others = (dist.sum(1) - own) / 9
-    return {"matched": int((dist.argmin(1) == torch.arange(10)).sum()),
-            "margin": float((others - own).mean())}  # > 0: closer to its own class than to the others on average
+    a = torch.nn.functional.normalize(stats - stats.mean(0), dim=1)
+    b = torch.nn.functional.normalize(targets - targets.mean(0), dim=1)
+    cos = a @ b.T  # (sample class, data class)
+    own = cos.diagonal()
+    return {"matched": int((cos.argmax(1) == torch.arange(10)).sum()),
+            "margin": float((own - (cos.sum(1) - own) / 9).mean())}
+
+
+def evidence(out: Path, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(with labels, with shuffled labels) of one seed."""
+    return (class_match(train_tiny(out, seed, False), seed), class_match(train_tiny(out, seed, True), seed))
+
+
+def passes(learned: dict[str, float], control: dict[str, float]) -> bool:
+    """Most classes matched, and clearly more than the control."""
+    return learned["matched"] >= 6 and learned["matched"] >= control["matched"] + 3 and \
+        learned["margin"] > control["margin"] + 0.3
 
 
 @pytest.mark.slow  # two training runs of 300 steps: about a minute on an idle 2-core CPU
 def test_conditional_samples_match_their_own_class_and_shuffled_labels_do_not(tmp_path):
-    learned, control = evidence(tmp_path, 0, shuffle=False), evidence(tmp_path, 0, shuffle=True)
-    assert learned["matched"] >= 5 and learned["margin"] > 0
-    assert learned["matched"] >= control["matched"] + 3 and learned["margin"] > 2 * max(control["margin"], 0.0)
+    learned, control = evidence(tmp_path, 0)
+    assert passes(learned, control), (learned, control)
 
 
-if __name__ == "__main__":  # the pass rate over seeds: python tests/test_conditional_evidence.py [SEEDS]
+if __name__ == "__main__":  # the pass rate over seeds: python tests/test_conditional_evidence.py [FIRST] [LAST]
     import sys
-    import tempfile
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        for s in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
-            a, b = evidence(Path(tmp), s, shuffle=False), evidence(Path(tmp), s, shuffle=True)
-            ok = a["matched"] >= 5 and a["margin"] > 0 and a["matched"] >= b["matched"] + 3 and \
-                a["margin"] > 2 * max(b["margin"], 0.0)
-            print(f"seed {s}: labels {a}  shuffled {b}  pass {ok}", flush=True)
+    out = Path(sys.argv[3] if len(sys.argv) > 3 else "runs/evidence")
+    for s in range(int(sys.argv[1]), int(sys.argv[2]) + 1):
+        learned, control = evidence(out, s)
+        print(f"seed {s}: labels {learned}  shuffled {control}  pass {passes(learned, control)}", flush=True)
