@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from ctcm.errors import UserValueError
 
 
 class SharedDropout(nn.Module):
@@ -24,7 +25,7 @@ class SharedDropout(nn.Module):
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {p}")
+            raise UserValueError(f"dropout must be in [0, 1), got {p}")
         self.p = p
         self._mask: Tensor | None = None
         self._generator: torch.Generator | None = None

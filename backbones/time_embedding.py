@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ctcm.errors import UserValueError
+
 from .tangent_ops import sequential_pair
 
 
@@ -44,7 +46,7 @@ class TimeEmbedding(nn.Module):
         (which refuses labels)."""
         if self.labels is None:
             if y is not None:
-                raise ValueError("class labels y given to an unconditional backbone; build the model with "
+                raise UserValueError("class labels y given to an unconditional backbone; build the model with "
                                  "model.num_classes=K to condition on classes")
             return None
         if y is None:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctcm.errors import UserValueError
 from ctcm.interfaces import Backbone
 
 from .layers import coordinate_grid, group_norm
@@ -61,15 +62,16 @@ class WFNO2d(Backbone):
                  lift_film: bool = False, num_classes: int = 0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
-            raise ValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, got {spectral_impl!r}")
+            raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
+                                 f"got {spectral_impl!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         emb_dim = emb_dim or min(4 * width, 512)
         if not film and time_channels <= 0:
-            raise ValueError("film=False needs time_channels > 0: the network would not see the time")
+            raise UserValueError("film=False needs time_channels > 0: the network would not see the time")
         scales = list(block_scales) if block_scales is not None else [1] * n_layers
         if len(scales) != n_layers:
-            raise ValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
+            raise UserValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
         self.positional_grid = positional_grid
         self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, num_classes)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None

@@ -93,7 +93,6 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     from ctcm import load_checkpoint
     from ctcm.engine.learning_measure import data_distance
     from ctcm.engine.logging import save_grid
-    from ctcm.sampling import sample_all
 
     t0 = time.perf_counter()
     device = torch.device(spec["device"])
@@ -103,7 +102,7 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     bs = spec["batch_size"]
     for k in STEPS:
         n = max(spec["n"], spec["n_fid"] if entry.get("fid") else 0)
-        x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
+        x = model.sample(n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
         out[f"fd8_{k}step"] = data_distance(x[:spec["n"]], ref)["fd8"]
         if entry.get("fid") and spec["n_fid"] > 0 and k in spec.get("fid_steps", STEPS):
             out[f"fid_{k}step"] = fid_of(x[:spec["n_fid"]], fid_net, fid_ref, bs)

@@ -10,15 +10,8 @@ from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConf
 from .interfaces import Backbone, NoiseSchedule
 from .model import ConsistencyModel
 from .objective import Objective, WeightedSum
-from .registry import BACKBONES, OBJECTIVES, RECIPES, SCHEDULES, Registry, check_kwargs
-
-
-def get_recipe(name: str) -> Recipe:
-    """The :class:`Recipe` registered as ``name`` (a fresh copy)."""
-    recipe = RECIPES.get(name)()
-    if not isinstance(recipe, Recipe):
-        raise TypeError(f"recipe '{name}' returned {type(recipe).__name__}, expected ctcm.Recipe")
-    return copy.deepcopy(recipe)
+from .registry import BACKBONES, OBJECTIVES, SCHEDULES, Registry, check_kwargs, create_recipe
+from .errors import UserTypeError
 
 
 def _override(part: ComponentConfig, value: Any) -> ComponentConfig | Any:
@@ -40,7 +33,7 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
     (``backbone={"width": 32}``), a string picks another registered name (``backbone="my-net"``), and an
     instance is used as is (the model then stores no rebuildable config for that part).
     """
-    cfg = get_recipe(recipe).model if isinstance(recipe, str) else copy.deepcopy(recipe)
+    cfg = create_recipe(recipe).model if isinstance(recipe, str) else copy.deepcopy(recipe)
     if channels is not None:
         cfg.channels = channels
     if resolution is not None:
@@ -52,12 +45,12 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
         bb = BACKBONES.get(bb.name)(in_channels=cfg.channels, out_channels=cfg.channels, **cfg.backbone.kwargs,
                                     **({"num_classes": cfg.num_classes} if cfg.num_classes else {}))
     elif not isinstance(bb, Backbone):
-        raise TypeError(f"backbone must be a dict, a registered name or a ctcm.Backbone, got {type(bb).__name__}")
+        raise UserTypeError(f"backbone must be a dict, a registered name or a ctcm.Backbone, got {type(bb).__name__}")
     if isinstance(sc, ComponentConfig):
         cfg.schedule = resolve_component(SCHEDULES, sc, "schedule")
         sc = SCHEDULES.get(sc.name)(**cfg.schedule.kwargs)
     elif not isinstance(sc, NoiseSchedule):
-        raise TypeError(f"schedule must be a dict, a registered name or a NoiseSchedule, got {type(sc).__name__}")
+        raise UserTypeError(f"schedule must be a dict, a registered name or a NoiseSchedule, got {type(sc).__name__}")
     return ConsistencyModel(bb, sc, channels=cfg.channels, resolution=cfg.resolution, num_classes=cfg.num_classes,
                             config=cfg if rebuildable else None)
 
@@ -85,7 +78,7 @@ def resolve_component(registry: Registry[Any], part: ComponentConfig, kind: str,
     check_kwargs(factory, {**dict.fromkeys(fixed), **part.kwargs}, what)
     given = coerce_kwargs(factory, part.kwargs, what)
     try:
-        params = list(inspect.signature(factory).parameters.values())
+        params: list[inspect.Parameter] = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
         params = []
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -161,7 +154,7 @@ def _plain(value: Any) -> Any:
 
 def build_objective(spec: str | Recipe | list[ObjectiveTermConfig]) -> Objective:
     """The weighted sum of a recipe's (or a list's) objective terms: ``sum_i w_i create_objective(name_i)``."""
-    terms = get_recipe(spec).objective if isinstance(spec, str) else (
+    terms = create_recipe(spec).objective if isinstance(spec, str) else (
         spec.objective if isinstance(spec, Recipe) else spec)
     if not terms:
         raise ConfigError("the objective has no terms; give at least one {name: ..., weight: ...}")

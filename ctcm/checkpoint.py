@@ -19,17 +19,19 @@ from torch import nn
 from .atomic import atomic_write
 from .config import ModelConfig, from_dict, model_dict_from_v01, to_dict
 from .devices import parse_device
+from .errors import UserError
 
 if TYPE_CHECKING:
     from .model import ConsistencyModel
 
 from .runtime import unwrap
+from .errors import UserValueError
 
 FORMAT = "ctcm-checkpoint/1"
 CHECKSUM_KEY = "tensor_sha256"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, truncated, corrupted, not ours, or holds more than plain data."""
 
 
@@ -157,7 +159,7 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
     from .registry import RegistryError
 
     if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+        raise UserValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     if isinstance(map_location, (str, torch.device)):
         map_location = parse_device(map_location)
     payload = read_checkpoint(path, map_location)

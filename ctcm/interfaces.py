@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from typing_extensions import Self, override  # typing's own from Python 3.11 / 3.12
+from .errors import UserTypeError
 
 
 class ComplexSafeModule(nn.Module):
@@ -100,11 +101,11 @@ REQUIRED_BACKBONE_ATTRIBUTES = ("in_channels", "out_channels", "resolution_agnos
 def check_backbone(backbone: Any) -> None:
     """Raise a TypeError naming what is missing when ``backbone`` does not fulfil the contract."""
     if not isinstance(backbone, Backbone):
-        raise TypeError(f"a backbone must subclass ctcm.Backbone (it supplies forward_and_tangent and "
-                        f"resample_noise_), got {type(backbone).__name__}")
+        raise UserTypeError(f"a backbone must subclass ctcm.Backbone (it supplies forward_and_tangent and "
+                            f"resample_noise_), got {type(backbone).__name__}")
     missing = [a for a in REQUIRED_BACKBONE_ATTRIBUTES if not hasattr(backbone, a)]
     if missing:
-        raise TypeError(
+        raise UserTypeError(
             f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__. "
             f"Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
         )

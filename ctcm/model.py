@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,8 @@ from torch import Tensor
 
 from .config import ModelConfig
 from .interfaces import Backbone, ComplexSafeModule, NoiseSchedule, check_backbone, expand_like
-from .sampling import sample_all
+from . import sampling
+from .errors import UserTypeError, UserValueError
 
 
 @dataclass
@@ -58,7 +59,7 @@ class ConsistencyModel(ComplexSafeModule):
         super().__init__()
         check_backbone(backbone)
         if backbone.in_channels != channels or backbone.out_channels != channels:
-            raise ValueError(
+            raise UserValueError(
                 f"backbone maps {backbone.in_channels} -> {backbone.out_channels} channels but the data has "
                 f"{channels}; build the backbone with in_channels=out_channels={channels}"
             )
@@ -73,7 +74,7 @@ class ConsistencyModel(ComplexSafeModule):
     def null_class(self) -> int:
         """The label meaning "no class" (row K of the label embedding) of a conditional model."""
         if not self.num_classes:
-            raise ValueError("this model is unconditional (model.num_classes=0): it has no classes")
+            raise UserValueError("this model is unconditional (model.num_classes=0): it has no classes")
         return self.num_classes
 
     # -- input checks ----------------------------------------------------------------------------------------
@@ -85,16 +86,16 @@ class ConsistencyModel(ComplexSafeModule):
         """Shape, dtype, batch size and (when ``check_time`` and ``validate_time``) the range and finiteness of
         t; returns t as a (B,) tensor of x's dtype and device. The images are not scanned (too costly)."""
         if not torch.is_tensor(x):
-            raise TypeError(f"x must be a tensor of images (B, {self.channels}, H, W), got {type(x).__name__}")
+            raise UserTypeError(f"x must be a tensor of images (B, {self.channels}, H, W), got {type(x).__name__}")
         if not (x.is_floating_point() or x.is_complex()):
-            raise TypeError(f"x must be floating-point images in [-1, 1], got dtype {x.dtype}; convert uint8 images "
-                            f"with x.float() / 127.5 - 1")
+            raise UserTypeError(f"x must be floating-point images in [-1, 1], got dtype {x.dtype}; convert uint8 "
+                                f"images with x.float() / 127.5 - 1")
         if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+            raise UserValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
         if x.shape[0] == 0:
-            raise ValueError("x is an empty batch (B = 0); pass at least one image")
+            raise UserValueError("x is an empty batch (B = 0); pass at least one image")
         if not self.backbone.resolution_agnostic and tuple(x.shape[-2:]) != (self.resolution,) * 2:
-            raise ValueError(
+            raise UserValueError(
                 f"this backbone works at {self.resolution}x{self.resolution} only, got "
                 f"{x.shape[-2]}x{x.shape[-1]}; resize the input or use a resolution-agnostic backbone"
             )
@@ -102,7 +103,7 @@ class ConsistencyModel(ComplexSafeModule):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+            raise UserValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
         if check_time and self.validate_time:
             self._check_time(t)
         return t
@@ -111,19 +112,19 @@ class ConsistencyModel(ComplexSafeModule):
         """Labels of a conditional model: integers (B,) in [0, K] (K: the null class); one device sync."""
         k = self.num_classes
         if not torch.is_tensor(y) or y.dtype.is_floating_point or y.is_complex() or y.shape != (batch,):
-            raise ValueError(f"class labels y must be an integer tensor of shape ({batch},), got "
+            raise UserValueError(f"class labels y must be an integer tensor of shape ({batch},), got "
                              f"{type(y).__name__ if not torch.is_tensor(y) else f'{y.dtype} {tuple(y.shape)}'}")
         if bool(((y < 0) | (y > k)).any()):
-            raise ValueError(f"class labels y must lie in [0, {k - 1}] (or {k}: the null class), got "
+            raise UserValueError(f"class labels y must lie in [0, {k - 1}] (or {k}: the null class), got "
                              f"{int(y[(y < 0) | (y > k)][0])}; this model has model.num_classes={k}")
 
     def _check_time(self, t: Tensor) -> None:
         first = self.schedule.first_time_outside(t)
         if first is not None:
             lo, hi = self.schedule.t_min, self.schedule.t_max
-            raise ValueError(f"t must be finite and in the schedule's range [t_min, t_max] = [{lo:.6g}, {hi:.6g}], "
-                             f"got {first!r} ({type(self.schedule).__name__}); set model.validate_time = False "
-                             f"to evaluate outside it on purpose")
+            raise UserValueError(f"t must be finite and in the schedule's range [t_min, t_max] = [{lo:.6g}, "
+                                 f"{hi:.6g}], got {first!r} ({type(self.schedule).__name__}); set "
+                                 f"model.validate_time = False to evaluate outside it on purpose")
 
     # -- the consistency function -----------------------------------------------------------------------------
     def raw(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
@@ -150,8 +151,8 @@ class ConsistencyModel(ComplexSafeModule):
             self.check_labels(cond["y"], x.shape[0])
         if tangent_along is not None:
             if tangent_along.shape != x.shape:
-                raise ValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
-                                 f"{tuple(tangent_along.shape)}")
+                raise UserValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
+                                     f"{tuple(tangent_along.shape)}")
             return self._forward_with_time_derivative(x, t, tangent_along, **cond)
         c_skip, c_out, _ = self.schedule.coefficients(t)
         raw = self.raw(x, t, **cond)
@@ -205,20 +206,42 @@ class ConsistencyModel(ComplexSafeModule):
                               network=d_skip * x + c_out * d_raw, path=c_skip * dx_dt + d_out * raw)
 
     # -- sampling ---------------------------------------------------------------------------------------------
+    def sample_batches(self, n: int, *, guidance: float | None = None, **options: Any) -> Iterator[tuple[int, Tensor]]:
+        """:func:`ctcm.sampling.sample_batches` of this model: ``(first_index, images)`` for this rank's share of
+        images 0..n-1 of run ``seed``, with the schedule, the image shape (C, R, R) and the device and dtype
+        of the weights filled in. ``options``: ``seed``, ``steps``, ``t_mid``, ``times``, ``batch_size``,
+        ``rank``, ``world_size``, ``cond``, ``clip``. ``guidance``: the classifier-free scale of a
+        class-conditional model (:func:`ctcm.sampling.guided`, Eq. 32; None: none)."""
+        param = next(self.parameters(), None)
+        device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+        shape = (self.channels, self.resolution, self.resolution)
+        f = self if guidance is None or guidance == 1.0 else sampling.guided(self, guidance,
+                                                                             self.guidance_null(guidance))
+        return sampling.sample_batches(f, n, schedule=self.schedule, shape=shape, device=device, dtype=dtype,
+                                       **options)
+
+    def guidance_null(self, guidance: float) -> int:
+        """The null class that guidance ``guidance`` combines with; a clear error for an unconditional model."""
+        if not self.num_classes:
+            raise UserValueError(f"guidance={guidance} needs a class-conditional model (model.num_classes > 0); drop "
+                                 f"the guidance scale for this model")
+        return self.null_class
+
     def sample(self, n: int, *, steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
-               seed: int | None = None, cond: dict[str, Tensor] | None = None, clip: bool = True,
-               guidance: float | None = None) -> Tensor:
-        """Images 0..n-1 of run ``seed`` (n, C, R, R), in [-1, 1] when ``clip``: a convenience over
-        :func:`ctcm.sampling.sample_all` (the same images as ``ctcm sample --seed SEED``).
+               seed: int | None = None, batch_size: int | None = None, cond: dict[str, Tensor] | None = None,
+               clip: bool = True, guidance: float | None = None) -> Tensor:
+        """Images 0..n-1 of run ``seed`` (n, C, R, R), in [-1, 1] when ``clip`` (the same images as ``ctcm
+        sample --seed SEED``, for any ``batch_size``; default: one batch of n).
 
         One (``steps=1``), two (``steps=2``, intermediate time ``t_mid``) or ``len(times)`` network
-        evaluations. ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...), e.g.
-        ``{"y": labels}`` of a class-conditional model; ``guidance``: classifier-free scale (Eq. 32).
+        evaluations (Eq. 12). ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...),
+        e.g. ``{"y": labels}`` of a class-conditional model; ``guidance``: its classifier-free scale (Eq. 32).
         """
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()))
-        return sample_all(self, n, seed=seed, steps=steps, t_mid=t_mid, times=times, batch_size=n, cond=cond,
-                          clip=clip, guidance=guidance)
+        batches = self.sample_batches(n, seed=seed, steps=steps, t_mid=t_mid, times=times, batch_size=batch_size or n,
+                                      cond=cond, clip=clip, guidance=guidance)
+        return torch.cat([x for _, x in batches])
 
 
 def compile_backbone(model: ConsistencyModel, **options: Any) -> ConsistencyModel:

@@ -12,13 +12,14 @@ import abc
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
 from .runtime import unwrap
 from .time_distributions import TimeDistribution, make_time_distribution
+from .errors import UserValueError
 
 if TYPE_CHECKING:
     from .model import ConsistencyModel, TimeDerivative
@@ -233,7 +234,7 @@ class WeightedSum(Objective):
 
     def __init__(self, terms: list[tuple[float, Objective]]) -> None:
         if not terms:
-            raise ValueError("a WeightedSum needs at least one term")
+            raise UserValueError("a WeightedSum needs at least one term")
         self._terms = list(terms)
 
     def terms(self) -> list[tuple[float, Objective]]:
@@ -249,7 +250,7 @@ class WeightedSum(Objective):
         found = [(label, d) for label, d in found if d is not None]
         for label, d in found[1:]:
             if d != found[0][1]:
-                raise ValueError(
+                raise UserValueError(
                     f"objective terms '{found[0][0]}' and '{label}' use different time distributions "
                     f"({found[0][1]} vs {d}) but share one draw of t: give them the same 'time'")
         return found[0][1] if found else None
@@ -285,3 +286,23 @@ class WeightedSum(Objective):
 
     def __repr__(self) -> str:
         return " + ".join(f"{w:g} * {type(o).__name__}" for w, o in self._terms)
+
+
+@dataclass
+class TimedObjective(Objective):
+    """An objective defined with its own distribution of t, given as ``time`` (the one home of that field).
+
+    ``time``: ``{name: lognormal, p_mean: ..., p_std: ...}`` (Eq. 23), ``{name: uniform}``, any registered
+    time distribution, an instance, or None for the class's ``default_time`` (ECT's / iCT's lognormal
+    (-1.1, 2.0) unless a subclass says otherwise). It is built once, in ``__post_init__`` (a subclass with its
+    own ``__post_init__`` calls ``super().__post_init__()``), so a bad ``time`` fails when the objective is made.
+    """
+
+    time: Any = None
+    default_time: ClassVar[dict[str, Any]] = {"name": "lognormal"}
+
+    def __post_init__(self) -> None:
+        self._time: TimeDistribution = make_time_distribution(self.time, self.default_time)
+
+    def time_distribution(self) -> TimeDistribution:
+        return self._time

@@ -31,8 +31,9 @@ from .devices import parse_device
 from .engine.distributed import barrier, cleanup, init_distributed, pick_device
 from .engine.evaluations import class_grid
 from .errors import add_debug_option, run_cli
+from .errors import UserValueError
 from .model import ConsistencyModel
-from .sampling import class_cond, sample_batches, to_uint8
+from .sampling import class_cond, to_uint8
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,18 +96,18 @@ def main_sample(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.out is None and args.npz is None:
-        raise ValueError("give --out DIR (PNG files) and/or --npz FILE")
+        raise UserValueError("give --out DIR (PNG files) and/or --npz FILE")
     if args.num_samples < 1 or args.batch_size < 1 or args.seed < 0:
-        raise ValueError("--num-samples and --batch-size must be positive, --seed non-negative")
+        raise UserValueError("--num-samples and --batch-size must be positive, --seed non-negative")
     parse_device(args.device)  # a bad device is named before the checkpoint is read
     info = init_distributed(args.device)
     try:
         device = pick_device(args.device, info)
         model = load_checkpoint(args.ckpt, weights=args.weights, map_location=device)
         if not model.num_classes and (args.classes or args.label is not None or args.guidance is not None):
-            raise ValueError(f"{args.ckpt} is an unconditional model (model.num_classes=0): --classes, --class and "
+            raise UserValueError(f"{args.ckpt} is an unconditional model (model.num_classes=0): --classes, --class and "
                              f"--guidance need a class-conditional checkpoint; drop them")
-        cond = class_cond(model, args.seed, args.num_samples, args.label)
+        cond = class_cond(model.num_classes, args.seed, args.num_samples, args.label)
         folder = Path(args.out) if args.out else None
         if folder is not None and info.is_main:
             prepare_png_folder(folder, args.overwrite)
@@ -114,8 +115,8 @@ def _main(argv: list[str]) -> int:
         parts_dir = Path(args.npz).parent / f".{Path(args.npz).name}.parts" if args.npz else None
         if parts_dir is not None:
             parts_dir.mkdir(parents=True, exist_ok=True)
-        batches = sample_batches(model, args.num_samples, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                 rank=info.rank, world_size=info.world_size, cond=cond, guidance=args.guidance)
+        batches = model.sample_batches(args.num_samples, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                                       rank=info.rank, world_size=info.world_size, cond=cond, guidance=args.guidance)
         if info.is_main and not args.no_progress:
             from tqdm.auto import tqdm
             n_batches = -(-args.num_samples // args.batch_size)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .interfaces import NoiseSchedule
 from .registry import GAPS, TIME_DISTRIBUTIONS, register_gap, register_time_distribution
+from .errors import UserValueError
 
 
 def check_first_output(owner: object, t: Tensor, schedule: NoiseSchedule, what: str) -> None:
@@ -65,7 +66,7 @@ class LogNormal(TimeDistribution):
 
     def __post_init__(self) -> None:
         if not self.p_std > 0:
-            raise ValueError(f"lognormal: p_std must be > 0, got {self.p_std}")
+            raise UserValueError(f"lognormal: p_std must be > 0, got {self.p_std}")
 
     def sample(self, n, schedule, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         z = torch.randn(n, generator=generator, device=device, dtype=dtype)
@@ -108,7 +109,7 @@ class UniformGap(Gap):
 
     def __post_init__(self) -> None:
         if not 0 < self.delta_max <= 1:
-            raise ValueError(f"delta_max is a fraction of the time range, in (0, 1]; got {self.delta_max}")
+            raise UserValueError(f"delta_max is a fraction of the time range, in (0, 1]; got {self.delta_max}")
 
     def target_time(self, t, schedule, step, u) -> Tensor:
         dt = u * self.delta_max * (schedule.t_max - schedule.t_min)
@@ -141,7 +142,7 @@ class ECTGap(Gap):
 
     def __post_init__(self) -> None:
         if self.stage_steps <= 0 or self.q <= 1:
-            raise ValueError(f"ect gap: need stage_steps > 0 and q > 1, got {self.stage_steps}, {self.q}")
+            raise UserValueError(f"ect gap: need stage_steps > 0 and q > 1, got {self.stage_steps}, {self.q}")
 
     def stage(self, step: int) -> int:
         return int(step) // self.stage_steps
@@ -169,7 +170,7 @@ class ICTGap(Gap):
 
     def __post_init__(self) -> None:
         if not 1 <= self.s0 <= self.s1 or self.doubling_steps <= 0:
-            raise ValueError(f"ict gap: need 1 <= s0 <= s1 and doubling_steps > 0, got {self}")
+            raise UserValueError(f"ict gap: need 1 <= s0 <= s1 and doubling_steps > 0, got {self}")
 
     def num_steps(self, step: int) -> int:
         return min(self.s0 * 2 ** (int(step) // self.doubling_steps), self.s1) + 1
@@ -198,7 +199,7 @@ def make(registry: Any, spec: Any, default: dict[str, Any]) -> Any:
     if isinstance(spec, dict) and "name" in spec:
         kwargs = dict(spec)
         return registry.create(kwargs.pop("name"), **kwargs)
-    raise ValueError(f"expected a {registry.kind} name or {{name: ..., ...}} mapping, got {spec!r}")
+    raise UserValueError(f"expected a {registry.kind} name or {{name: ..., ...}} mapping, got {spec!r}")
 
 
 def make_time_distribution(spec: Any, default: dict[str, Any] | None = None) -> TimeDistribution:

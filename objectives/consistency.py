@@ -8,16 +8,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ctcm.objective import LossOutput, Objective, ObjectiveContext
-from ctcm.time_distributions import Gap, TimeDistribution, make_gap, make_time_distribution
+from ctcm.objective import LossOutput, ObjectiveContext, TimedObjective
+from ctcm.time_distributions import Gap, make_gap
 
 from .distances import check_distance, per_sample_distance
+from ctcm.errors import UserValueError
 
 WEIGHTINGS = ("none", "inv_dt", "inv_dsigma")
 
 
 @dataclass
-class ConsistencyObjective(Objective):
+class ConsistencyObjective(TimedObjective):
     """E_t,eps w(t, t') d(f_theta(x_t, t), stopgrad f_theta(x_t', t')) with one eps for both points (Eq. 13).
 
     t comes from ``time`` and the target time t' from ``gap``: ``uniform`` (a random gap, a fraction
@@ -39,18 +40,14 @@ class ConsistencyObjective(Objective):
     distance: str = "l2"
     weighting: str = "none"
     huber_c: float | None = None
-    time: Any = None
     name = "consistency"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_distance(self.distance)
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+            raise UserValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
         self._gap: Gap = make_gap(self.gap)
-        self._time: TimeDistribution = make_time_distribution(self.time)
-
-    def time_distribution(self) -> TimeDistribution:
-        return self._time
 
     def target_times(self, ctx: ObjectiveContext) -> Tensor:
         """t' for the batch: the gap applied to ctx.t at ctx.step."""

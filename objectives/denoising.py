@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from ctcm.objective import LossOutput, Objective, ObjectiveContext
-from ctcm.time_distributions import TimeDistribution, make_time_distribution
+from ctcm.objective import LossOutput, ObjectiveContext, TimedObjective
 
 EDM_TIME = {"name": "lognormal", "p_mean": -1.2, "p_std": 1.2}
 
 
 @dataclass
-class DenoisingObjective(Objective):
+class DenoisingObjective(TimedObjective):
     """E_t,eps || (f_theta(x_t, t) - x_0) / c_out(t) ||^2 / D (Eq. 26): f as a denoiser of x_t.
 
     Dividing by c_out makes this the unit-weight regression of the backbone output F on its target:
@@ -27,14 +25,8 @@ class DenoisingObjective(Objective):
         time: training-time distribution (default EDM's ``{name: lognormal, p_mean: -1.2, p_std: 1.2}``).
     """
 
-    time: Any = None
     name = "denoising"
-
-    def __post_init__(self) -> None:
-        self._time: TimeDistribution = make_time_distribution(self.time, EDM_TIME)
-
-    def time_distribution(self) -> TimeDistribution:
-        return self._time
+    default_time = EDM_TIME
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         _, c_out, _ = ctx.schedule.coefficients(ctx.t)

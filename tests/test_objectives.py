@@ -191,3 +191,24 @@ def test_training_times_are_checked_once_where_they_are_drawn():
     with pytest.raises(ValueError, match="schedule's range"):  # a user's call is still checked
         del model.schedule.first_time_outside
         model(batch(), torch.full((4,), model.schedule.t_max * 2, dtype=torch.float64))
+
+
+REFERENCE_TIMES = {"consistency": (-1.1, 2.0), "tangent": (-1.1, 2.0), "denoising": (-1.2, 1.2),
+                   "scm": (-1.0, 1.4)}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_TIMES))
+def test_the_time_field_has_one_home(name):
+    """Every reference objective takes ``time`` from ctcm.TimedObjective (no copy of the field, the
+    __post_init__ or time_distribution), keeps its paper's default, and rejects a bad ``time`` when made."""
+    from ctcm.errors import UserValueError
+    from ctcm.registry import OBJECTIVES
+    from ctcm.time_distributions import LogNormal, Uniform
+
+    cls = OBJECTIVES.get(name)
+    assert issubclass(cls, ctcm.TimedObjective) and "time_distribution" not in vars(cls)
+    assert "time" not in cls.__dict__.get("__annotations__", {})
+    assert ctcm.create_objective(name).time_distribution() == LogNormal(*REFERENCE_TIMES[name])
+    assert ctcm.create_objective(name, time={"name": "uniform"}).time_distribution() == Uniform()
+    with pytest.raises(UserValueError, match="p_std must be > 0"):
+        ctcm.create_objective(name, time={"name": "lognormal", "p_std": -1.0})

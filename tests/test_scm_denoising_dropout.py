@@ -24,7 +24,7 @@ def algorithm_1(model, x0, z, t, step, warmup_steps, c=0.1, prior=False):
     sd = model.schedule.sigma_data
     cos, sin = torch.cos(t).view(-1, 1, 1, 1), torch.sin(t).view(-1, 1, 1, 1)
     x_t, v = cos * x0 + sin * z, cos * z - sin * x0
-    net = lambda x, s: model.backbone(x / sd, s)  # noqa: E731  (trigflow: c_in = 1/sigma_d, c_noise = t)
+    net = lambda x, s: model.backbone(x / sd, s)  # (trigflow: c_in = 1/sigma_d, c_noise = t)
     with torch.no_grad():
         F_minus, dF = torch.func.jvp(net, (x_t, t), (v, torch.ones_like(t)))
     r = min(1.0, step / warmup_steps)

@@ -117,7 +117,7 @@ def test_one_pass_forward_with_detached_tangent_equals_forward_and_jvp(schedule,
     f, raw, d = model(x, t, return_raw=True, tangent_along=v)
     f_ref, raw_ref = model(x, t, return_raw=True)
     torch.testing.assert_close((f, raw), (f_ref, raw_ref), rtol=1e-12, atol=1e-12)
-    loss = lambda a, b: (a.square() + a * b).mean()  # noqa: E731
+    loss = lambda a, b: (a.square() + a * b).mean()
     for ours, ref in zip(torch.autograd.grad(loss(f, raw), params), torch.autograd.grad(loss(f_ref, raw_ref), params),
                          strict=True):
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+from ..config import ConfigError
+from ..errors import UserValueError
 
 EPOCH_STRIDE = 1_000_003  # a prime: keeps the per-epoch seeds of different run seeds apart
 
@@ -44,11 +46,11 @@ class StepBatchSampler(Sampler[list[Item]]):
     def __init__(self, n: int, batch_size: int, *, seed: int, start_step: int = 0, flip: bool = True,
                  rank: int = 0, world_size: int = 1, label_dropout: float = 0.0) -> None:
         if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} ranks; "
-                             f"choose a multiple of {world_size}")
+            raise ConfigError(f"batch_size {batch_size} is not divisible by the {world_size} ranks; "
+                              f"choose a multiple of {world_size}")
         if n < batch_size:
-            raise ValueError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
-                             f"lower batch_size or use more data")
+            raise ConfigError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
+                              f"lower batch_size or use more data")
         self.n, self.batch_size, self.seed, self.start_step, self.flip = n, batch_size, seed, start_step, flip
         self.rank, self.world_size, self.label_dropout = rank, world_size, label_dropout
         self.steps_per_epoch = n // batch_size
@@ -90,5 +92,5 @@ class FlippedDataset(Dataset):
         if self.null_label is None:
             return x
         if y is None:
-            raise ValueError("a conditional run needs a labelled dataset, items (image, label)")
+            raise UserValueError("a conditional run needs a labelled dataset, items (image, label)")
         return x, torch.tensor(self.null_label if drop else int(y), dtype=torch.int64)

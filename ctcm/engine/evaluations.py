@@ -11,11 +11,13 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..model import ConsistencyModel
-from ..sampling import class_cond, sample_all
+from ..errors import UserValueError
+from ..sampling import class_cond
 from .config import TrainConfig
 from .distributed import DistInfo, barrier
 from .learning_measure import data_distance
 from .logging import save_grid
+from ..config import ConfigError
 
 GRID_SEED_OFFSET = 2
 EVAL_SEED_OFFSET = 3
@@ -40,7 +42,7 @@ def split_data(cfg: TrainConfig, resolution: int, need_heldout: bool) -> tuple[D
     if isinstance(h, int):
         n = len(train)  # type: ignore[arg-type]
         if h >= n:
-            raise ValueError(f"data.heldout={h} leaves no training images out of {n}; lower it")
+            raise ConfigError(f"data.heldout={h} leaves no training images out of {n}; lower it")
         return Subset(train, range(n - h)), (Subset(train, range(n - h, n)) if h else None)
     wanted = need_heldout and cfg.eval.learning_samples > 0
     return train, (load_data(cfg, resolution, h) if wanted else None)
@@ -54,17 +56,34 @@ def reference_images(ds: Dataset, n: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.as_tensor(x[0] if isinstance(x, (tuple, list)) else x) for x in items]).float()
 
 
+def class_names_of(dataset: Dataset, num_classes: int, source: str) -> list[str] | None:
+    """The class names of a conditional run's dataset (None for an unconditional run); a clear error when the
+    dataset has no labels or another number of classes than ``model.num_classes``."""
+    if not num_classes:
+        return None
+    names = getattr(getattr(dataset, "dataset", dataset), "class_names", None)  # through a Subset
+    if names is None:
+        if not isinstance(dataset[0], (tuple, list)):
+            raise UserValueError(f"model.num_classes={num_classes} needs labelled training data, but the given "
+                                 f"dataset yields images without labels; give a dataset of (image, label) items")
+        names = [str(k) for k in range(num_classes)]
+    if len(names) != num_classes:
+        raise UserValueError(f"data.source={source!r} has {len(names)} classes ({', '.join(names[:12])}) but "
+                             f"model.num_classes={num_classes}; set model.num_classes={len(names)}")
+    return list(names)
+
+
 def class_grid(model: ConsistencyModel, n: int, *, seed: int, batch_size: int, path: Path, steps: int = 1,
                guidance: float | None = None) -> Path:
     """About ``n`` samples from the fixed noise of run ``seed`` tiled into ``path``: for a conditional model one
     row per class (row k: class k, named by ``model.class_names``), n // K images each; else a square grid."""
     k = model.num_classes
     if not k:
-        return save_grid(sample_all(model, n, steps=steps, seed=seed, batch_size=min(n, batch_size)), path)
+        return save_grid(model.sample(n, steps=steps, seed=seed, batch_size=min(n, batch_size)), path)
     per_row = max(1, n // k)
     y = torch.arange(k).repeat_interleave(per_row)
-    x = sample_all(model, len(y), steps=steps, seed=seed, batch_size=min(len(y), batch_size), cond={"y": y},
-                   guidance=guidance)
+    x = model.sample(len(y), steps=steps, seed=seed, batch_size=min(len(y), batch_size), cond={"y": y},
+                     guidance=guidance)
     names = model.class_names or [str(c) for c in range(k)]
     return save_grid(x, path, nrow=per_row, row_labels=[f"{c} {names[c]}" for c in range(k)])
 
@@ -86,15 +105,15 @@ class Evaluations:
                  initial: bool) -> dict[str, float]:
         """:func:`data_distance` of 1- and 2-step samples to held-out data, plus (initially) the noise floor."""
         if heldout is None:
-            raise ValueError("eval.learning_samples > 0 needs held-out images: set data.heldout (a split name or "
-                             "a number of training images to hold out), or eval.learning_samples=0")
+            raise ConfigError("eval.learning_samples > 0 needs held-out images: set data.heldout (a split name or "
+                              "a number of training images to hold out), or eval.learning_samples=0")
         seed = self.cfg.seed
         ref = reference_images(heldout, self.cfg.eval.learning_samples, seed)
         out: dict[str, float] = {"step": step}
-        cond = class_cond(model, seed + EVAL_SEED_OFFSET, len(ref))  # class-balanced for a conditional model
+        cond = class_cond(model.num_classes, seed + EVAL_SEED_OFFSET, len(ref))  # class-balanced when conditional
         for steps in (1, 2):
-            x = sample_all(model, len(ref), steps=steps, seed=seed + EVAL_SEED_OFFSET, cond=cond,
-                           batch_size=self.cfg.eval.batch_size).cpu()
+            x = model.sample(len(ref), steps=steps, seed=seed + EVAL_SEED_OFFSET, cond=cond,
+                             batch_size=self.cfg.eval.batch_size).cpu()
             out.update({f"{k}_{steps}step": v for k, v in data_distance(x, ref).items()})
         if initial:
             floor = data_distance(reference_images(train, len(ref), seed + 1), ref)

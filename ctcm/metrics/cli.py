@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.sources import DataError
 from .distances import frechet_distance, kid_from_features
 from .inception_score import InceptionLogits, inception_score
-from .network import FeatureNetworkError, InceptionFeatures
+from .network import InceptionFeatures
 from .per_class import per_class_fid, source_labels
 from ..errors import add_debug_option, run_cli
 from .stats import Statistics, compute_statistics, is_statistics_file, load_or_compute_statistics
@@ -77,39 +76,31 @@ def _fid(argv: list[str]) -> int:
     _common(p)
     args = p.parse_args(argv)
     t0 = time.time()
-    try:
-        logits = InceptionLogits(args.is_weights) if args.inception_score else None  # before minutes of features
-        if args.per_class:  # both sets must be labelled: said before any feature is extracted
-            source_labels(args.gen, args.gen_split, 0)
-            source_labels(args.ref, args.ref_split, 0)
-        net = InceptionFeatures(args.weights, args.device)
-        common = dict(num=args.num, batch_size=args.batch_size, network=net, progress=not args.quiet,
-                      keep_features=args.kid or args.per_class or args.inception_score)
-        s_gen = load_or_compute_statistics(args.gen, split=args.gen_split, cache_dir=args.cache_dir, **common) \
-            if is_statistics_file(args.gen) else \
-            compute_statistics(args.gen, split=args.gen_split, **common)
-        s_ref = load_or_compute_statistics(args.ref, split=args.ref_split, cache_dir=args.cache_dir, **common)
-        result = {"fid": frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma),
-                  "gen": args.gen, "ref": args.ref, "num_gen": s_gen.count, "num_ref": s_ref.count,
-                  "network_sha1": net.sha1}
-        if args.kid:
-            mean, std = kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=args.kid_subsets,
-                                          subset_size=args.kid_subset_size)
-            result.update(kid_mean=mean, kid_std=std)
-        if logits is not None:
-            result["is_mean"], result["is_std"] = inception_score(logits(s_gen.require_features()))
-        if args.per_class:
-            y_gen, names = source_labels(args.gen, args.gen_split, s_gen.count)
-            y_ref, _ = source_labels(args.ref, args.ref_split, s_ref.count)
-            result["fid_per_class"] = per_class_fid(s_gen.require_features(), y_gen, s_ref.require_features(),
-                                                    y_ref, names)
-    except (DataError, FeatureNetworkError) as exc:
-        print(f"ctcm fid: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # e.g. a set of one image
-        print(f"ctcm fid: error: {exc}; FID needs at least 2 images per set (thousands for a usable value)",
-              file=sys.stderr)
-        return 2
+    logits = InceptionLogits(args.is_weights) if args.inception_score else None  # before minutes of features
+    if args.per_class:  # both sets must be labelled: said before any feature is extracted
+        source_labels(args.gen, args.gen_split, 0)
+        source_labels(args.ref, args.ref_split, 0)
+    net = InceptionFeatures(args.weights, args.device)
+    common = dict(num=args.num, batch_size=args.batch_size, network=net, progress=not args.quiet,
+                  keep_features=args.kid or args.per_class or args.inception_score)
+    s_gen = load_or_compute_statistics(args.gen, split=args.gen_split, cache_dir=args.cache_dir, **common) \
+        if is_statistics_file(args.gen) else \
+        compute_statistics(args.gen, split=args.gen_split, **common)
+    s_ref = load_or_compute_statistics(args.ref, split=args.ref_split, cache_dir=args.cache_dir, **common)
+    result = {"fid": frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma),
+              "gen": args.gen, "ref": args.ref, "num_gen": s_gen.count, "num_ref": s_ref.count,
+              "network_sha1": net.sha1}
+    if args.kid:
+        mean, std = kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=args.kid_subsets,
+                                      subset_size=args.kid_subset_size)
+        result.update(kid_mean=mean, kid_std=std)
+    if logits is not None:
+        result["is_mean"], result["is_std"] = inception_score(logits(s_gen.require_features()))
+    if args.per_class:
+        y_gen, names = source_labels(args.gen, args.gen_split, s_gen.count)
+        y_ref, _ = source_labels(args.ref, args.ref_split, s_ref.count)
+        result["fid_per_class"] = per_class_fid(s_gen.require_features(), y_gen, s_ref.require_features(), y_ref,
+                                                names)
     for warning in comparability_warnings(s_gen, s_ref):
         print(f"ctcm fid: warning: {warning}", file=sys.stderr)
     result["seconds"] = round(time.time() - t0, 1)
@@ -135,13 +126,9 @@ def _fid_stats(argv: list[str]) -> int:
     p.add_argument("--features", action="store_true", help="also store the features (for KID; N x 2048 float32)")
     _common(p)
     args = p.parse_args(argv)
-    try:
-        stats = compute_statistics(args.source, num=args.num, batch_size=args.batch_size, split=args.split,
-                                   device=args.device, weights=args.weights, keep_features=args.features,
-                                   progress=not args.quiet)
-    except (DataError, FeatureNetworkError) as exc:
-        print(f"ctcm fid-stats: error: {exc}", file=sys.stderr)
-        return 2
+    stats = compute_statistics(args.source, num=args.num, batch_size=args.batch_size, split=args.split,
+                               device=args.device, weights=args.weights, keep_features=args.features,
+                               progress=not args.quiet)
     stats.save(args.out)
     print(f"wrote {args.out}: {stats.count} images of {stats.meta.get('description')}")
     return 0

@@ -10,12 +10,13 @@ import numpy as np
 from torch import Tensor
 
 from ..runtime import rank_world
-from ..sampling import class_cond, sample_batches, to_uint8
+from ..sampling import class_cond, to_uint8
 from .distances import frechet_distance, kid_from_features
 from .inception_score import InceptionLogits, inception_score
 from .network import InceptionFeatures
 from .stats import (FeatureNet, Statistics, compute_statistics, extract_features, is_statistics_file,
                     load_or_compute_statistics, statistics_from_features)
+from ..errors import UserValueError
 
 SetLike = str | os.PathLike | Statistics
 
@@ -91,7 +92,7 @@ class FIDEvaluator:
     The reference statistics are loaded (or computed once and cached) at construction, by the constructing
     process alone (not a collective call: under torchrun let rank 0 construct first, barrier, then the
     others, which then read the cache). ``evaluate`` is a collective call under torchrun; it draws images
-    0..num_samples-1 of run ``seed`` by :func:`ctcm.sampling.sample_batches` (the images ``ctcm sample
+    0..num_samples-1 of run ``seed`` by :meth:`ctcm.ConsistencyModel.sample_batches` (the images ``ctcm sample
     --seed SEED`` writes, image for image), in batches of ``batch_size``. Under ``torchrun`` each rank samples
     and embeds batches rank, rank + world, ...; every rank returns the same score.
 
@@ -118,7 +119,7 @@ class FIDEvaluator:
                  is_weights: str | os.PathLike | None = None, logits: Any = None,
                  guidance: float | None = None) -> None:
         if num_samples < 2 or batch_size < 1:
-            raise ValueError(f"num_samples must be >= 2 and batch_size >= 1, got {num_samples}, {batch_size}")
+            raise UserValueError(f"num_samples must be >= 2 and batch_size >= 1, got {num_samples}, {batch_size}")
         self.num_samples, self.batch_size, self.progress = int(num_samples), int(batch_size), progress
         self.guidance = guidance
         self.logits = (logits if logits is not None else InceptionLogits(is_weights)) if inception_score else None
@@ -132,9 +133,9 @@ class FIDEvaluator:
     def images(self, model: Any, steps: int = 1, seed: int = 0) -> Iterator[np.ndarray]:
         """This rank's batches of the evaluated samples, uint8 (b, H, W, C) (see :func:`ctcm.sampling.to_uint8`)."""
         rank, world = rank_world()
-        for _, x in sample_batches(model, self.num_samples, seed=seed, steps=steps, batch_size=self.batch_size,
-                                   rank=rank, world_size=world, cond=class_cond(model, seed, self.num_samples),
-                                   guidance=self.guidance):
+        for _, x in model.sample_batches(self.num_samples, seed=seed, steps=steps, batch_size=self.batch_size,
+                                         rank=rank, world_size=world, guidance=self.guidance,
+                                         cond=class_cond(model.num_classes, seed, self.num_samples)):
             yield to_uint8(x)
 
     def statistics(self, model: Any, steps: int = 1, seed: int = 0) -> Statistics:

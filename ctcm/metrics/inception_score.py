@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserValueError
 from .network import FeatureNetworkError
 
 LOGIT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -67,7 +68,7 @@ class InceptionLogits:
     def __call__(self, features: np.ndarray) -> torch.Tensor:
         feats = torch.from_numpy(np.asarray(features, dtype=np.float64))
         if feats.ndim != 2 or feats.shape[1] != self.weight.shape[1]:
-            raise ValueError(f"expected pool3 features (N, {self.weight.shape[1]}), got {tuple(feats.shape)}")
+            raise UserValueError(f"expected pool3 features (N, {self.weight.shape[1]}), got {tuple(feats.shape)}")
         return feats @ self.weight.T
 
 
@@ -77,7 +78,7 @@ def inception_score(logits: torch.Tensor, splits: int = SPLITS, seed: int = 2020
     from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
     if logits.ndim != 2 or len(logits) < splits:
-        raise ValueError(f"the Inception Score needs logits (N, classes) with N >= {splits} splits, got "
+        raise UserValueError(f"the Inception Score needs logits (N, classes) with N >= {splits} splits, got "
                          f"{tuple(logits.shape)}")
     out = isc_features_to_metric(logits, splits=splits, shuffle=True, rng_seed=seed)
     return float(out[KEY_METRIC_ISC_MEAN]), float(out[KEY_METRIC_ISC_STD])
