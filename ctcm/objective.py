@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class LossOutput:
-    """``loss``: scalar tensor to minimise; ``logs``: floats to report, one per term (plus any extras)."""
+    """``loss``: scalar tensor to minimise; ``logs``: what to report, one per term (plus any extras), as detached
+    0-dim tensors (or floats): converting a device tensor to a float waits for the device, so the engine does
+    it once per ``log_every`` steps, for every log together (EDM's ``training_stats`` does the same)."""
 
     loss: Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
 
 
 class ObjectiveContext:
@@ -180,7 +182,7 @@ class Objective(abc.ABC):
         return None
 
     def check_model(self, model: ConsistencyModel) -> None:
-        """Raise a ValueError naming the fix when this objective cannot train ``model`` (e.g. sCM needs the
+        """Raise a :class:`ctcm.UserValueError` naming the fix when this objective cannot train ``model`` (sCM needs the
         TrigFlow schedule). The trainer calls it before loading any data; default: any model will do."""
         return None
 
@@ -275,13 +277,13 @@ class WeightedSum(Objective):
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         total: Tensor = torch.zeros((), device=ctx.x0.device, dtype=ctx.x0.dtype)
-        logs: dict[str, float] = {}
+        logs: dict[str, Tensor | float] = {}
         for (weight, obj), label in zip(self._terms, self.labels()):
             out = obj.compute(ctx)
             total = total + weight * out.loss
-            logs[label] = float(out.loss.detach())
+            logs[label] = out.loss.detach()
             logs.update({f"{label}/{k}": v for k, v in out.logs.items() if k != obj.name})
-        logs["loss"] = float(total.detach())
+        logs["loss"] = total.detach()
         return LossOutput(total, logs)
 
     def __repr__(self) -> str:

@@ -60,8 +60,8 @@ class ConsistencyObjective(TimedObjective):
             target = ctx.net(x_prev, t_prev, check_time=False, **ctx.cond)  # t' checked by the gap
         dist = per_sample_distance(ctx.f, target, self.distance, self.huber_c)
         loss = (self.weight(ctx, t_prev) * dist).mean()
-        denoising = float((t_prev == ctx.schedule.t_min).float().mean())
-        return LossOutput(loss, {"dt_mean": float((ctx.t - t_prev).mean()), "denoising_fraction": denoising})
+        denoising = (t_prev == ctx.schedule.t_min).to(t_prev.dtype).mean()
+        return LossOutput(loss, {"dt_mean": (ctx.t - t_prev).mean(), "denoising_fraction": denoising})
 
     def weight(self, ctx: ObjectiveContext, t_prev: Tensor) -> Tensor:
         if self.weighting == "none":

@@ -32,4 +32,4 @@ class DenoisingObjective(TimedObjective):
         _, c_out, _ = ctx.schedule.coefficients(ctx.t)
         err = (ctx.f - ctx.x0).flatten(1).pow(2).mean(1)
         inv = torch.where(c_out != 0, c_out.pow(-2), torch.zeros_like(c_out))  # 1 / c_out^2, 0 at t_min
-        return LossOutput((inv * err).mean(), {"x0_mse": float(err.detach().mean())})
+        return LossOutput((inv * err).mean(), {"x0_mse": err.detach().mean()})

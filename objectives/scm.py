@@ -102,11 +102,11 @@ class SCMObjective(TimedObjective):
         mse = (raw - raw.detach() - g).pow(2).flatten(1).mean(1)  # ||F - F^- - g||^2 / D, (B,)
         if self.prior_weighting:
             mse = mse / (ctx.schedule.sigma_data * torch.tan(ctx.t))
-        logs = {"mse": float(mse.detach().mean())}
+        logs: dict[str, Tensor | float] = {"mse": mse.detach().mean()}
         if self._weight is None:
             return LossOutput(mse.mean(), logs)
         w = self._weight(ctx.t)
-        logs["w_phi"] = float(w.detach().mean())
+        logs["w_phi"] = w.detach().mean()
         return LossOutput((torch.exp(-w) * mse + w).mean(), logs)
 
 

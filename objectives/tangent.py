@@ -47,4 +47,4 @@ class TangentObjective(TimedObjective):
             g = g / expand_like(g_norm + self.norm_c, g)
         f = ctx.f.to(g.dtype)
         loss = 0.5 * (f - (f.detach() - g)).pow(2).flatten(1).mean(1).mean()
-        return LossOutput(loss, {"tangent_norm": float(g_norm.mean())})
+        return LossOutput(loss, {"tangent_norm": g_norm.mean()})

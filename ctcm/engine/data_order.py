@@ -60,10 +60,11 @@ class StepBatchSampler(Sampler[list[Item]]):
         local = self.batch_size // self.world_size
         while True:
             epoch, first = divmod(step, self.steps_per_epoch)
-            perm, flips, drops = epoch_order(self.n, self.seed, epoch, self.flip, self.label_dropout)
+            order = epoch_order(self.n, self.seed, epoch, self.flip, self.label_dropout)
+            perm, flips, drops = (v.tolist() for v in order)  # read once an epoch
             for k in range(first, self.steps_per_epoch):
                 lo = k * self.batch_size + self.rank * local
-                yield [(int(perm[i]), bool(flips[i]), bool(drops[i])) for i in range(lo, lo + local)]
+                yield list(zip(perm[lo:lo + local], flips[lo:lo + local], drops[lo:lo + local]))
             step = (epoch + 1) * self.steps_per_epoch
 
     def __len__(self) -> int:  # endless; DataLoader only needs this for len(), which we never call

@@ -18,15 +18,21 @@ class NonFiniteError(UserError, RuntimeError):
     exit_code = FAILED_EXIT
 
 
-def weights_finite(module: nn.Module) -> bool:
-    """Whether every parameter and floating buffer of ``module`` is finite (one device sync).
+def weights_finite_flag(module: nn.Module) -> torch.Tensor:
+    """A 0-dim bool tensor on the weights' device: every parameter and floating buffer of ``module`` is finite
+    (no host sync: the training step reads it together with its next guard).
 
     x * 0 is 0 for finite x and NaN for inf / NaN, so the norms of the zeroed tensors are all finite
     exactly when the weights are: a few fused multi-tensor kernels on CUDA instead of two per tensor."""
     tensors = [t.detach() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
     if not tensors:
-        return True
-    return bool(torch.stack(torch._foreach_norm(torch._foreach_mul(tensors, 0.0))).isfinite().all())
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack(torch._foreach_norm(torch._foreach_mul(tensors, 0.0))).isfinite().all()
+
+
+def weights_finite(module: nn.Module) -> bool:
+    """Whether every parameter and floating buffer of ``module`` is finite (one device sync)."""
+    return bool(weights_finite_flag(module))
 
 
 def nonfinite_message(what: str, last_good: Path | None) -> str:

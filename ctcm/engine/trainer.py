@@ -35,9 +35,10 @@ from ..objective import Objective
 from .checkpointing import checkpoint_extra, init_weights, resolve_resume, restore_run
 from .config import TrainConfig, dump_yaml
 from .data_order import FlippedDataset, StepBatchSampler
-from .distributed import all_ranks_true, any_rank_true, average_gradients, barrier, dist_info, mean_logs, pick_device
+from .distributed import (DistInfo, all_ranks_all, all_ranks_true, any_rank_true, average_gradients, barrier, dist_info,
+                          mean_logs, pick_device)
 from .evaluations import Evaluations, class_names_of, split_data
-from .guard import NonFiniteError, nonfinite_message, weights_finite
+from .guard import NonFiniteError, nonfinite_message, weights_finite, weights_finite_flag
 from .loader import close_loader, make_loader, next_batch
 from .logging import MetricsLogger, plot_fid, plot_losses
 from .lr import build_scheduler
@@ -84,14 +85,17 @@ class Trainer:
             init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
+        # fused: one kernel, and the step counts stay on the device (the for-loop version reads each on the host)
         self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=(o.betas[0], o.betas[1]),
                                            eps=o.eps, weight_decay=o.weight_decay,
-                                           fused=True if self.device.type == "cuda" else None)  # one kernel
+                                           fused=self.device.type in ("cuda", "cpu"))
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
         self.step, self.nonfinite_total = 0, 0
         self.metrics: dict[str, Any] = {}
         self.last_saved: Path | None = None
+        # the last update, not yet known to leave the weights finite: (flag tensor, its step, its lr)
+        self._unsettled: tuple[torch.Tensor, int, float] | None = None
         if self.resumed_from is not None:
             self._load(self.resumed_from)
 
@@ -130,6 +134,7 @@ class Trainer:
         Raises:
             NonFiniteError: the live or EMA weights are not finite (nothing is written).
         """
+        self.settle()
         if not (weights_finite(self.model) and weights_finite(self.ema.model)):
             raise NonFiniteError(self._nonfinite_message(f"the weights are not finite at step {self.step}"))
         path = None
@@ -152,10 +157,18 @@ class Trainer:
         return nonfinite_message(what, self.last_saved or latest_checkpoint(self.folder.out))
 
     # -- one step ---------------------------------------------------------------------------------------------------
-    def _train_step(self, x0: torch.Tensor, cond: dict[str, torch.Tensor]) -> tuple[dict[str, float], bool]:
+    def _train_step(self, x0: torch.Tensor, cond: dict[str, torch.Tensor],
+                    stopping: bool = False) -> tuple[dict[str, torch.Tensor | float], bool, bool]:
         """One optimiser step on the local batch (``cond``: its labels ``{"y": (B,)}`` for a conditional
-        model, else empty); returns (logs, applied). Non-finite steps change nothing; an update that makes
-        the weights non-finite stops the run before the EMA sees it."""
+        model, else empty); returns (logs, applied, stop), the logs as detached tensors,
+        ``stop``: whether any rank was ``stopping`` (a signal).
+
+        One host sync per step, the non-finite guard: whether this step's loss and gradient norm are finite
+        (on every rank) and whether the previous update left the weights finite, read together (with the
+        ranks' stop flags: one all-reduce under DDP). A step with
+        a non-finite loss or gradient changes nothing. The EMA takes an update once it is known to be finite
+        (:meth:`settle`, here at the next step's sync or before anything reads the EMA), so an update that
+        makes the weights non-finite stops the run before the EMA or a checkpoint sees it."""
         cfg = self.cfg
         self.wrapped.train()
         use_bf16 = cfg.precision == "bf16" and self.device.type == "cuda"
@@ -163,27 +176,41 @@ class Trainer:
             out = self.objective(self.wrapped, x0, self.step, generator=self.generator, rank=self.info.rank,
                                  world_size=self.info.world_size, cond=cond)
         self.optimizer.zero_grad(set_to_none=True)
-        logs = dict(out.logs)
-        applied = all_ranks_true(bool(torch.isfinite(out.loss.detach())), self.info, self.device)
+        out.loss.backward()  # a non-finite loss gives a non-finite gradient norm: the step is then skipped
+        average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip)
+        finite = torch.isfinite(out.loss.detach()) & torch.isfinite(grad_norm)
+        last_update = self._unsettled[0] if self._unsettled is not None else torch.ones_like(finite)
+        going = torch.tensor(not stopping, device=finite.device)
+        applied, weights_ok, going_on = all_ranks_all(torch.stack([finite, last_update.to(finite.device), going]),
+                                                      self.info)
+        self.settle(weights_ok)
+        lr = self.optimizer.param_groups[0]["lr"]
+        logs: dict[str, torch.Tensor | float] = {**out.logs, "grad_norm": grad_norm.detach(), "lr": lr}
         if applied:
-            out.loss.backward()
-            average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
-            clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip)
-            logs["grad_norm"] = float(grad_norm)
-            applied = bool(torch.isfinite(grad_norm))  # gradients are synchronised: the same on every rank
-            if applied:
-                self.optimizer.step()
-                if not weights_finite(self.model):
-                    raise NonFiniteError(self._nonfinite_message(
-                        f"the update of step {self.step + 1} made the weights non-finite (lr "
-                        f"{self.optimizer.param_groups[0]['lr']:.3g})"))
-                self.ema.update(self.model)
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self._unsettled = (weights_finite_flag(self.model), self.step + 1, lr)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return logs, applied
+        return logs, applied, not going_on
+
+    def settle(self, weights_ok: bool | None = None) -> None:
+        """Finish the last update: the EMA takes it when it left the weights finite (``weights_ok``; None:
+        read its flag now, one host sync), else the run stops (nothing of it reaches the EMA or a checkpoint).
+
+        Raises:
+            NonFiniteError: the last update made the weights non-finite.
+        """
+        if self._unsettled is None:
+            return
+        flag, step, lr = self._unsettled
+        self._unsettled = None
+        if not (bool(flag) if weights_ok is None else weights_ok):
+            raise NonFiniteError(self._nonfinite_message(
+                f"the update of step {step} made the weights non-finite (lr {lr:.3g})"))
+        self.ema.update(self.model)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -233,7 +260,8 @@ class Trainer:
                 batch = next_batch(loader, session.stop_signal is not None)
                 if batch is not None:
                     x0, cond = (batch[0], {"y": batch[1].to(self.device)}) if null is not None else (batch, {})
-                    logs, applied = self._train_step(x0.to(self.device, non_blocking=True), cond)
+                    logs, applied, stop = self._train_step(x0.to(self.device, non_blocking=True), cond,
+                                                           session.stop_signal is not None)
                     self.step += 1
                     consecutive = 0 if applied else consecutive + 1
                     self.nonfinite_total += 0 if applied else 1
@@ -253,13 +281,15 @@ class Trainer:
                         window, t0 = [], time.perf_counter()
                     if bar is not None:
                         bar.update(1)
+                    if todo.grid or todo.fid:  # they read the EMA: give it the last update first
+                        self.settle()
                     if main and todo.grid:
                         self.evals.grid(self.ema_model, self.folder.grid(self.step))
                     if todo.fid:
                         self._fid(logger)
                 else:
                     todo = None
-                stop = any_rank_true(session.stop_signal is not None, self.info, self.device)
+                    stop = any_rank_true(session.stop_signal is not None, self.info, self.device)
                 if stop:  # the loader is not needed any more: stop its workers before the emergency save
                     close_loader(loader)
                 if stop or (todo is not None and todo.checkpoint):
@@ -268,6 +298,7 @@ class Trainer:
                     return self._finish(files, checkpoint, session.stop_signal or signal.SIGTERM, consecutive)
             if checkpoint is None and main:  # nothing left to train: report the checkpoint we resumed from
                 checkpoint = latest_checkpoint(self.folder.out)
+            self.settle()
             return self._finish(files, checkpoint, None, consecutive)
         finally:
             close_loader(loader)
@@ -286,12 +317,15 @@ class Trainer:
                     if k != "step":
                         logger.tb.add_scalar(k, v, self.step)
 
-    def _summarise(self, window: list[dict[str, float]], elapsed: float) -> dict[str, Any]:
-        """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters."""
+    def _summarise(self, window: list[dict[str, torch.Tensor | float]], elapsed: float) -> dict[str, Any]:
+        """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters: the
+        logs stay tensors until here, and all of them become floats with one host sync."""
         keys = sorted({k for logs in window for k in logs})
-        means = {k: float(np.mean([logs[k] for logs in window if k in logs])) for k in keys}
-        if all_ranks_true(bool(window), self.info, self.device):
-            means = mean_logs(means, self.info, self.device)
+        stacked: dict[str, torch.Tensor | float] = {
+            k: torch.stack([torch.as_tensor(logs[k], dtype=torch.float64, device=self.device).reshape(())
+                            for logs in window if k in logs]).mean() for k in keys}
+        every_rank = all_ranks_true(bool(window), self.info, self.device)  # else this rank's own means only
+        means = mean_logs(stacked, self.info if every_rank else DistInfo(), self.device)
         steps = max(len(window), 1)
         row: dict[str, Any] = {"step": self.step}
         row.update(means)
