@@ -125,7 +125,7 @@ def test_data_order_resumes_and_shards():
     assert take(StepBatchSampler(20, 6, seed=3, start_step=4), 3) == full[4:]
     ranks = [take(StepBatchSampler(20, 6, seed=3, rank=r, world_size=2), 7) for r in range(2)]
     assert [a + b for a, b in zip(*ranks)] == full
-    epoch0 = [i for batch in full[:3] for i, _ in batch]
+    epoch0 = [i for batch in full[:3] for i, *_ in batch]
     assert len(set(epoch0)) == 18  # no repeats within an epoch
     with pytest.raises(ValueError, match="divisible"):
         StepBatchSampler(20, 5, seed=0, world_size=2)
@@ -183,9 +183,9 @@ class FakeFID:
     def __init__(self, ref, num_samples, batch_size=250, device=None, cache_dir=None, **kwargs) -> None:
         self.calls = 0
 
-    def evaluate(self, model, steps=1, seed=0) -> float:
+    def scores(self, model, steps=1, seed=0) -> dict[str, float]:
         self.calls += 1
-        return 100.0 / self.calls + steps
+        return {"fid": 100.0 / self.calls + steps}
 
 
 def test_periodic_fid_is_logged_and_plotted(tmp_path, monkeypatch):

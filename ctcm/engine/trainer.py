@@ -37,7 +37,7 @@ from .config import TrainConfig, dump_yaml
 from .data_order import FlippedDataset, StepBatchSampler
 from .distributed import (DistInfo, all_ranks_all, all_ranks_true, any_rank_true, average_gradients, barrier, dist_info,
                           mean_logs, pick_device)
-from .evaluations import Evaluations, split_data
+from .evaluations import Evaluations, class_names_of, split_data
 from .guard import NonFiniteError, nonfinite_message, weights_finite, weights_finite_flag
 from .loader import close_loader, make_loader, next_batch
 from .logging import MetricsLogger, plot_fid, plot_losses
@@ -106,6 +106,10 @@ class Trainer:
             dataset, heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
         self.dataset: Dataset = dataset
         self.heldout: Dataset | None = heldout
+        names = class_names_of(self.dataset, cfg.model.num_classes, cfg.data.source)
+        ema_model = self.ema.model
+        assert isinstance(ema_model, ConsistencyModel)
+        self.model.class_names = ema_model.class_names = names  # what the labels mean: kept by checkpoints
         self.evals = Evaluations(cfg, self.device, self.progress)
         self.wrapped: nn.Module = self.model
 
@@ -156,9 +160,10 @@ class Trainer:
         return nonfinite_message(what, self.last_saved or latest_checkpoint(self.folder.out))
 
     # -- one step ---------------------------------------------------------------------------------------------------
-    def _train_step(self, x0: torch.Tensor, stopping: bool = False) -> tuple[dict[str, torch.Tensor | float], bool,
-                                                                            bool]:
-        """One optimiser step on the local batch; returns (logs, applied, stop), the logs as detached tensors,
+    def _train_step(self, x0: torch.Tensor, cond: dict[str, torch.Tensor],
+                    stopping: bool = False) -> tuple[dict[str, torch.Tensor | float], bool, bool]:
+        """One optimiser step on the local batch (``cond``: its labels ``{"y": (B,)}`` for a conditional
+        model, else empty); returns (logs, applied, stop), the logs as detached tensors,
         ``stop``: whether any rank was ``stopping`` (a signal).
 
         One host sync per step, the non-finite guard: whether this step's loss and gradient norm are finite
@@ -172,7 +177,7 @@ class Trainer:
         use_bf16 = cfg.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.objective(self.wrapped, x0, self.step, generator=self.generator, rank=self.info.rank,
-                                 world_size=self.info.world_size)
+                                 world_size=self.info.world_size, cond=cond)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()  # a non-finite loss gives a non-finite gradient norm: the step is then skipped
         average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
@@ -242,8 +247,11 @@ class Trainer:
             self._start(files)
         logger = MetricsLogger(self.folder.out, resume_step=self.step if self.resumed_from else None) if main else None
         sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, start_step=self.step,  # type: ignore[arg-type]
-                                   flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size)
-        loader = make_loader(FlippedDataset(self.dataset), sampler, cfg.data.num_workers, self.device.type == "cuda")
+                                   flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size,
+                                   label_dropout=cfg.data.label_dropout)
+        null = self.model.null_class if cfg.model.num_classes else None
+        loader = make_loader(FlippedDataset(self.dataset, null), sampler, cfg.data.num_workers,
+                             self.device.type == "cuda")
         tasks = Periodic(cfg.log_every, cfg.sample_every, cfg.eval.fid_every, cfg.checkpoint_every, cfg.eval.grid > 0)
         bar = None
         if main and self.progress:
@@ -254,7 +262,8 @@ class Trainer:
             while self.step < cfg.steps:
                 batch = next_batch(loader, session.stop_signal is not None)
                 if batch is not None:
-                    logs, applied, stop = self._train_step(batch.to(self.device, non_blocking=True),
+                    x0, cond = (batch[0], {"y": batch[1].to(self.device)}) if null is not None else (batch, {})
+                    logs, applied, stop = self._train_step(x0.to(self.device, non_blocking=True), cond,
                                                            session.stop_signal is not None)
                     self.step += 1
                     consecutive = 0 if applied else consecutive + 1
