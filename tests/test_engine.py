@@ -313,14 +313,15 @@ def test_a_given_dataset_is_flipped_by_the_data_order_only(tmp_path, monkeypatch
     from ctcm.data import build_dataset
 
     seen: list[torch.Tensor] = []
-    monkeypatch.setattr(Trainer, "_train_step", lambda self, x0: (seen.append(x0), ({}, True))[1])
+    monkeypatch.setattr(Trainer, "_train_step",
+                        lambda self, x0, cond, stopping=False: (seen.append(x0), ({}, True, stopping))[1])
     dataset = build_dataset("embedded", 16)
     cfg = small_config("steps=3", f"data.flip={str(flip).lower()}", "log_every=0")
     Trainer(cfg, tmp_path, dataset=dataset, progress=False).run()
     order = iter(StepBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, flip=flip))
     flips = 0
     for x0 in seen:
-        for x, (index, flipped) in zip(x0, next(order)):
+        for x, (index, flipped, *_) in zip(x0, next(order)):
             torch.testing.assert_close(x, dataset[index].flip(-1) if flipped else dataset[index], rtol=0, atol=0)
             flips += flipped
     assert len(seen) == 3 and (flips > 0) == flip
