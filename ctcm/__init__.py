@@ -30,8 +30,8 @@ from .registry import (
     register_schedule,
 )
 from .sampling import default_times, sample, sample_all, sample_batches, to_uint8
-from . import schedules as _builtin_schedules  # noqa: F401  (registers "geometric" and "trigflow")
-from .time_distributions import Gap, TimeDistribution
+from . import schedules as _builtin_schedules  # noqa: F401  (registers "geometric", "trigflow", "linear")
+from .time_distributions import Gap, TimeDistribution, TimePairDistribution
 from .registry import register_gap, register_time_distribution
 
 __version__ = "0.1.0"
@@ -39,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backbone", "CheckpointError", "ComplexSafeModule", "ComponentConfig", "ConfigError", "ConsistencyModel",
     "EMA", "Gap", "LossOutput", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
-    "TimeDistribution", "register_gap", "register_time_distribution",
+    "TimeDistribution", "TimePairDistribution", "register_gap", "register_time_distribution",
     "RegistryError", "WeightedSum", "build", "build_objective", "compile_backbone", "create_backbone",
     "create_objective",
     "create_schedule", "list_backbones", "list_models", "list_objectives", "list_schedules", "load_checkpoint",

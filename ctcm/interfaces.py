@@ -48,16 +48,20 @@ class Backbone(ComplexSafeModule, abc.ABC):
 
     ``**cond`` holds per-sample conditioning (e.g. class labels ``y`` of shape (B,)); a backbone that
     takes none refuses unknown keys by its signature.
+
+    ``time_inputs``: 1 (c_noise (B,), a consistency model) or 2 (c_noise (B, 2), the pair (c_noise(t),
+    c_noise(t) - c_noise(r)) of a flow map X(x, t, r), Eq. 32); dc_noise has c_noise's shape.
     """
 
     in_channels: int
     out_channels: int
     resolution_agnostic: bool = False
+    time_inputs: int = 1
 
     @abc.abstractmethod
     def forward(self, x: Tensor, c_noise: Tensor, **cond: Any) -> Tensor:
-        """Args: x (B, C_in, H, W); c_noise (B,), one conditioning value per sample; cond: tensors (B, ...).
-        Returns: (B, C_out, H, W)."""
+        """Args: x (B, C_in, H, W); c_noise (B,), one conditioning value per sample, or (B, 2) for
+        ``time_inputs = 2``; cond: tensors (B, ...). Returns: (B, C_out, H, W)."""
 
     def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
                             **cond: Any) -> tuple[Tensor, Tensor]:
@@ -99,6 +103,9 @@ def check_backbone(backbone: Any) -> None:
             f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__. "
             f"Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
         )
+    if backbone.time_inputs not in (1, 2):
+        raise TypeError(f"backbone {type(backbone).__name__}: time_inputs must be 1 (f(x, t)) or 2 (a flow map "
+                        f"X(x, t, r)), got {backbone.time_inputs!r}")
 
 
 class NoiseSchedule(abc.ABC):
@@ -147,6 +154,26 @@ class NoiseSchedule(abc.ABC):
         a call on CPU, is paid before the backbone's kernels are queued)."""
         out = torch.func.jvp(lambda s: (*self.coefficients(s), self.c_noise(s)), (t,), (torch.ones_like(t),))
         return tuple(out[0]), tuple(out[1])
+
+    # -- two-time (flow-map) parameterisation (Eq. 32-33) ------------------------------------------------------
+    def flow_map_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip(t, r), c_out(t, r), c_in(t), c_noise pair (B, 2)) of a flow map
+        X(x, t, r) = c_skip x + c_out F(c_in x, (c_noise(t), c_noise(t) - c_noise(r))) (Eq. 32), with
+        c_skip(t, t) = 1 and c_out(t, t) = 0 exactly, and equal to :meth:`coefficients` at r = t_min.
+        t, r (B,). A schedule without one refuses two-time backbones (this default)."""
+        raise ValueError(f"the {type(self).__name__} schedule has no two-time (flow-map) parameterisation; "
+                         f"use schedule 'linear' with a backbone of time_inputs=2, or time_inputs=1 here")
+
+    def flow_map_coefficients_with_rates(self, t: Tensor, r: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """(:meth:`flow_map_coefficients`, their d/dt at fixed r) (Eq. 33); default one ``torch.func.jvp``."""
+        out = torch.func.jvp(lambda s: self.flow_map_coefficients(s, r), (t,), (torch.ones_like(t),))
+        return tuple(out[0]), tuple(out[1])
+
+    def time_pair(self, t: Tensor, r: Tensor) -> Tensor:
+        """The two-time backbone's conditioning (c_noise(t), c_noise(t) - c_noise(r)), (B, 2) (Eq. 32): MeanFlow's
+        best-performing pair (t, t - r) on the linear schedule; (c_noise(t), 0) at r = t."""
+        c = self.c_noise(t)
+        return torch.stack([c, c - self.c_noise(r)], dim=1)
 
     # -- noise level in data units ----------------------------------------------------------------------------
     def edm_sigma(self, t: Tensor) -> Tensor:

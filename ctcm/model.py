@@ -1,4 +1,5 @@
-"""The consistency function f_theta(x_t, t) = c_skip(t) x_t + c_out(t) F_theta(c_in(t) x_t, c_noise(t)) (Eq. 3)."""
+"""The consistency function f_theta(x_t, t) = c_skip(t) x_t + c_out(t) F_theta(c_in(t) x_t, c_noise(t)) (Eq. 3), and
+its two-time generalisation, the flow map X_theta(x_t, t, r) (Eq. 32), for a backbone with two time inputs."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ class TimeDerivative:
 
 
 class ConsistencyModel(ComplexSafeModule):
-    """Wraps a backbone F and a schedule into a consistency function with f(x, t_min) = x exactly.
+    """Wraps a backbone F and a schedule into a consistency function with f(x, t_min) = x exactly, or, for a
+    backbone with ``time_inputs = 2``, into a flow map X(x, t, r) from time t to any r in [t_min, t] with
+    X(x, t, t) = x exactly (Eq. 32); the flow map at r = t_min is its consistency function (the default r).
 
     Args:
         backbone: a :class:`ctcm.Backbone` F(x, c_noise, **cond) -> same shape.
@@ -94,6 +97,44 @@ class ConsistencyModel(ComplexSafeModule):
             self._check_time(t)
         return t
 
+    @property
+    def flow_map(self) -> bool:
+        """Whether this model is a flow map X(x, t, r) (a backbone with two time inputs), not only f(x, t)."""
+        return self.backbone.time_inputs == 2
+
+    def _check_target(self, t: Tensor, r: Tensor | float | None) -> Tensor | None:
+        """r as a (B,) tensor like t in [t_min, t] for a flow map (None: t_min); None for a consistency model,
+        which maps to t_min only."""
+        if r is None:
+            return torch.full_like(t, self.schedule.t_min) if self.flow_map else None
+        r = torch.as_tensor(r, dtype=t.dtype, device=t.device)
+        r = r.expand(t.shape) if r.ndim == 0 else r
+        if r.shape != t.shape:
+            raise ValueError(f"r must be a scalar or have shape {tuple(t.shape)}, got {tuple(r.shape)}")
+        if not self.flow_map:
+            if bool((r != self.schedule.t_min).any()):
+                raise ValueError("this consistency model maps to r = t_min only; build its backbone with "
+                                 "time_inputs=2 (and schedule 'linear') for a flow map to any r")
+            return None
+        if self.validate_time:
+            self._check_time(r)
+            tol = 1e-5 * (self.schedule.t_max - self.schedule.t_min)
+            if bool((r.detach() > t.detach() + tol).any()):
+                raise ValueError("a flow map jumps back in time: r must be <= t for every sample")
+        return r
+
+    def _coefficients(self, t: Tensor, r: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise): Eq. 3 (c_noise (B,)) or, for a flow map, Eq. 32 (c_noise (B, 2))."""
+        if r is not None:
+            return self.schedule.flow_map_coefficients(t, r)
+        return (*self.schedule.coefficients(t), self.schedule.c_noise(t))
+
+    def _coefficients_with_rates(self, t: Tensor, r: Tensor | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """:meth:`_coefficients` and their d/dt (at fixed r) (Eq. 31, 33)."""
+        if r is not None:
+            return self.schedule.flow_map_coefficients_with_rates(t, r)
+        return self.schedule.coefficients_with_rates(t)
+
     def _check_time(self, t: Tensor) -> None:
         lo, hi = float(self.schedule.t_min), float(self.schedule.t_max)
         tol = 1e-5 * (hi - lo) + 1e-7  # float32 rounding of an endpoint is not an error
@@ -106,29 +147,34 @@ class ConsistencyModel(ComplexSafeModule):
                              f"to evaluate outside it on purpose")
 
     # -- the consistency function -----------------------------------------------------------------------------
-    def raw(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        """F_theta(c_in(t) x, c_noise(t), **cond): the backbone's output before the skip mix."""
-        _, _, c_in = self.schedule.coefficients(t)
-        return self.backbone(expand_like(c_in, x) * x, self.schedule.c_noise(t), **cond)
+    def raw(self, x: Tensor, t: Tensor, r: Tensor | None = None, **cond: Any) -> Tensor:
+        """F_theta(c_in(t) x, c_noise, **cond): the backbone's output before the skip mix (r: a flow map's
+        target time, None: t_min)."""
+        _, _, c_in, c_noise = self._coefficients(t, self._check_target(t, r))
+        return self.backbone(expand_like(c_in, x) * x, c_noise, **cond)
 
-    def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False, tangent_along: Tensor | None = None,
+    def forward(self, x: Tensor, t: Tensor | float, r: Tensor | float | None = None, *, return_raw: bool = False,
+                tangent_along: Tensor | None = None,
                 **cond: Any) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, TimeDerivative]:
-        """f_theta(x_t, t; cond) (Eq. 3). x (B, C, H, W); t (B,) or scalar; cond: tensors (B, ...) for the
-        backbone (e.g. class labels ``y``). Returns (B, C, H, W), or the pair (f, F) with the backbone's
-        output F when ``return_raw`` (objectives written in F, such as sCM's).
+        """f_theta(x_t, t; cond) (Eq. 3), or the flow map X_theta(x_t, t, r; cond) (Eq. 32). x (B, C, H, W); t, r (B,)
+        or scalars, t_min <= r <= t (r = None: t_min, the consistency function; a consistency model accepts
+        only that); cond: tensors (B, ...) for the backbone (e.g. class labels ``y``). Returns (B, C, H, W), or
+        the pair (f, F) with the backbone's output F when ``return_raw`` (objectives written in F, such as
+        sCM's and MeanFlow's: there F is the average velocity u(x_t, r, t)).
 
         ``tangent_along`` = dx_t/dt (B, C, H, W): returns (f, F, d) with d the :class:`TimeDerivative` at
         (x, t) along it computed without a graph (stop-gradient), in one pass with the differentiable f
-        (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s.
+        (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s (d/dt at fixed r).
         """
         t = self._check_inputs(x, t)
+        r = self._check_target(t, r)
         if tangent_along is not None:
             if tangent_along.shape != x.shape:
                 raise ValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
                                  f"{tuple(tangent_along.shape)}")
-            return self._forward_with_time_derivative(x, t, tangent_along, **cond)
-        c_skip, c_out, _ = self.schedule.coefficients(t)
-        raw = self.raw(x, t, **cond)
+            return self._forward_with_time_derivative(x, t, tangent_along, r, **cond)
+        c_skip, c_out, c_in, c_noise = self._coefficients(t, r)
+        raw = self.backbone(expand_like(c_in, x) * x, c_noise, **cond)
         f = expand_like(c_skip, x) * x + expand_like(c_out, x) * raw
         return (f, raw) if return_raw else f
 
@@ -136,23 +182,25 @@ class ConsistencyModel(ComplexSafeModule):
         """Draw the backbone's per-step randomness (see :meth:`ctcm.Backbone.resample_noise_`)."""
         self.backbone.resample_noise_(generator)
 
-    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, **cond: Any) -> TimeDerivative:
-        """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11), at fixed ``cond``.
+    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, r: Tensor | float | None = None,
+                        **cond: Any) -> TimeDerivative:
+        """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11), at fixed ``cond``; for
+        a flow map X(x, t, r) and its d/dt at fixed r (Eq. 33).
 
         The backbone's :meth:`ctcm.Backbone.forward_and_tangent` gives (F, dF) along d/dt (c_in x, c_noise)
         (its own forward mode, Eq. 20, or ``torch.func.jvp`` by default). Returns a :class:`TimeDerivative`;
         ``.df_dt()`` is the exact total derivative, equal to :func:`ctcm.total_derivative` of :meth:`forward`.
         """
         t = self._check_inputs(x, t)
-        values, rates = self.schedule.coefficients_with_rates(t)
+        values, rates = self._coefficients_with_rates(t, self._check_target(t, r))
         u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
         raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)
         return self._assemble(x, dx_dt, values, rates, raw, d_raw)
 
-    def _forward_with_time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor,
+    def _forward_with_time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, r: Tensor | None,
                                       **cond: Any) -> tuple[Tensor, Tensor, TimeDerivative]:
         """(f, F) with their graph and the detached :class:`TimeDerivative`, from one backbone pass."""
-        values, rates = self.schedule.coefficients_with_rates(t)
+        values, rates = self._coefficients_with_rates(t, r)
         u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
         raw, d_raw = self.backbone.forward_and_detached_tangent(u, du, c_noise, d_noise, **cond)
         f = expand_like(values[0], x) * x + expand_like(values[1], x) * raw

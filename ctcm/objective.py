@@ -9,7 +9,9 @@ f_theta(x_t, t): a term's extra cost is only what it adds (a target forward, a J
 from __future__ import annotations
 
 import abc
+import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, cast
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .runtime import unwrap
-from .time_distributions import TimeDistribution, make_time_distribution
+from .time_distributions import TimeDistribution, TimePairDistribution, make_time_distribution
 
 if TYPE_CHECKING:
     from .model import ConsistencyModel, TimeDerivative
@@ -26,10 +28,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class LossOutput:
-    """``loss``: scalar tensor to minimise; ``logs``: floats to report, one per term (plus any extras)."""
+    """``loss``: scalar tensor to minimise; ``logs``: floats to report, one per term (plus any extras);
+    ``explain``: optional, called only when the loss is not finite, says what made it so (the trainer's guard
+    reports it)."""
 
     loss: Tensor
     logs: dict[str, float] = field(default_factory=dict)
+    explain: Callable[[], str] | None = None
 
 
 class ObjectiveContext:
@@ -81,11 +86,24 @@ class ObjectiveContext:
                                       dtype=self.x0.dtype))
 
     @cached_property
-    def t(self) -> Tensor:
-        """(B,) training times from the objective's time distribution."""
+    def _times(self) -> tuple[Tensor, Tensor | None]:
         n = self.x0.shape[0] * self.world_size
-        return self._shard(self.time_distribution.sample(n, self.schedule, generator=self.generator,
-                                                         device=self.x0.device, dtype=self.x0.dtype))
+        kwargs = {"generator": self.generator, "device": self.x0.device, "dtype": self.x0.dtype}
+        if isinstance(self.time_distribution, TimePairDistribution):
+            t, r = self.time_distribution.sample_pair(n, self.schedule, **kwargs)
+            return self._shard(t), self._shard(r)
+        return self._shard(self.time_distribution.sample(n, self.schedule, **kwargs)), None
+
+    @cached_property
+    def t(self) -> Tensor:
+        """(B,) training times from the objective's time distribution (assignable, as :attr:`r`)."""
+        return self._times[0]
+
+    @cached_property
+    def r(self) -> Tensor | None:
+        """(B,) a flow map's target times r <= t, drawn with t by a :class:`ctcm.TimePairDistribution`; None
+        for a one-time distribution (a flow map then maps to t_min: its consistency function)."""
+        return self._times[1]
 
     @cached_property
     def noise(self) -> Tensor:
@@ -108,20 +126,23 @@ class ObjectiveContext:
     @cached_property
     def _outputs(self) -> tuple[Tensor, ...]:
         along = self.dx_dt if self.with_time_derivative else None
-        return self.model(self.x_t, self.t, return_raw=True, tangent_along=along, **self.cond)
+        return self.model(self.x_t, self.t, self.r, return_raw=True, tangent_along=along, **self.cond)
 
     @cached_property
     def time_derivative(self) -> TimeDerivative:
-        """The stop-gradient :class:`ctcm.model.TimeDerivative` of f at (x_t, t) along dx_t/dt (Eq. 11): from the
-        differentiable forward's pass when ``with_time_derivative``, else one no-grad JVP of the model."""
+        """The stop-gradient :class:`ctcm.model.TimeDerivative` of f at (x_t, t) along dx_t/dt (Eq. 11; of the flow
+        map at fixed r, Eq. 33): from the differentiable forward's pass when ``with_time_derivative``, else one
+        no-grad JVP of the model."""
         if self.with_time_derivative:
             return cast("TimeDerivative", self._outputs[2])
         with torch.no_grad():
-            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, **self.cond)
+            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, self.r,
+                                                                     **self.cond)
 
     @property
     def f(self) -> Tensor:
-        """f_theta(x_t, t) with gradients, through ``model`` (so DDP synchronises them)."""
+        """f_theta(x_t, t) (a flow map's X_theta(x_t, t, r)) with gradients, through ``model`` (so DDP synchronises
+        them)."""
         return self._outputs[0]
 
     @property
@@ -196,6 +217,12 @@ class Objective(abc.ABC):
     __rmul__ = __mul__
 
 
+def _joined(causes: list[tuple[str, Callable[[], str] | None]]) -> Callable[[], str]:
+    """One explanation of a non-finite sum from its non-finite terms' own (``LossOutput.explain``)."""
+    return lambda: "; ".join(f"term '{label}': {explain() if explain else 'non-finite loss'}"
+                             for label, explain in causes)
+
+
 class WeightedSum(Objective):
     """sum_i w_i L_i over terms sharing one :class:`ObjectiveContext`.
 
@@ -249,13 +276,16 @@ class WeightedSum(Objective):
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         total: Tensor = torch.zeros((), device=ctx.x0.device, dtype=ctx.x0.dtype)
         logs: dict[str, float] = {}
+        causes: list[tuple[str, Callable[[], str] | None]] = []
         for (weight, obj), label in zip(self._terms, self.labels()):
             out = obj.compute(ctx)
             total = total + weight * out.loss
             logs[label] = float(out.loss.detach())
             logs.update({f"{label}/{k}": v for k, v in out.logs.items() if k != obj.name})
+            if not math.isfinite(logs[label]):
+                causes.append((label, out.explain))
         logs["loss"] = float(total.detach())
-        return LossOutput(total, logs)
+        return LossOutput(total, logs, explain=_joined(causes) if causes else None)
 
     def __repr__(self) -> str:
         return " + ".join(f"{w:g} * {type(o).__name__}" for w, o in self._terms)

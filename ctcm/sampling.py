@@ -1,5 +1,5 @@
-"""Sampling in one place (after k-diffusion's ``sampling.py``): the multistep sampler (Eq. 12), the seed
-rule, batches over ranks, and the uint8 conversion of images.
+"""Sampling in one place (after k-diffusion's ``sampling.py``): the multistep samplers (consistency Eq. 12,
+flow map Eq. 35), the seed rule, batches over ranks, and the uint8 conversion of images.
 
 The seed rule: image i of a run with seed s is a function of (s, i) alone. Image i owns a CPU generator
 seeded with ``SeedSequence([s, i])``; its first draw is the starting noise, its k-th the re-noising eps of
@@ -37,10 +37,12 @@ def default_times(schedule: Any, steps: int, t_mid: float | None = None) -> list
 
 def sample(model: ConsistencyModel, noise: Tensor, times: Sequence[float], *,
            noise_sampler: Callable[[], Tensor] | None = None, cond: Cond | None = None) -> Tensor:
-    """Multistep consistency sampling (Eq. 12).
+    """Multistep consistency sampling (Eq. 12), or flow-map sampling (Eq. 35) for a flow map.
 
-    x_{t_0} = prior_std * noise; x_0 <- f(x_{t_0}, t_0); then for each later t_k:
+    Consistency: x_{t_0} = prior_std * noise; x_0 <- f(x_{t_0}, t_0); then for each later t_k:
     x_{t_k} = alpha(t_k) x_0 + sigma(t_k) eps_k, x_0 <- f(x_{t_k}, t_k).
+    Flow map (``model.flow_map``): x = prior_std * noise; x <- X(x, t_k, t_{k+1}) for k = 0..K-1 with
+    t_K = t_min, no re-noising (``noise_sampler`` is not called): one step is X(x, t_max, t_min).
 
     Args:
         model: a :class:`ctcm.ConsistencyModel` (``model.schedule`` is used for the re-noising).
@@ -61,6 +63,11 @@ def sample(model: ConsistencyModel, noise: Tensor, times: Sequence[float], *,
     cond = dict(cond or {})
     draw = noise_sampler if noise_sampler is not None else (lambda: torch.randn_like(noise))
     b = noise.shape[0]
+    if model.flow_map:
+        x = schedule.prior_std * noise
+        for t, r in zip(ts, torch.cat([ts[1:], ts.new_full((1,), schedule.t_min)])):
+            x = model(x, t.expand(b), r.expand(b), **cond)
+        return x
     x0 = model(schedule.prior_std * noise, ts[0].expand(b), **cond)
     for t in ts[1:]:
         tb = t.expand(b)

@@ -142,6 +142,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
         self.step, self.nonfinite_total, self.metrics = 0, 0, {}
+        self.nonfinite_cause = ""  # what the objective said made the last non-finite loss so (LossOutput.explain)
         self.last_saved: Path | None = None
         if self.resumed_from is not None:
             self._load(self.resumed_from)
@@ -241,6 +242,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         logs = dict(out.logs)
         applied = all_ranks_true(bool(torch.isfinite(out.loss.detach())), self.info, self.device)
+        if not applied and out.explain is not None:
+            self.nonfinite_cause = out.explain()
         if applied:
             out.loss.backward()
             average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
@@ -312,9 +315,10 @@ class Trainer:
                     if applied:
                         window.append(logs)
                     if consecutive >= cfg.max_nonfinite:
+                        cause = f" (last: {self.nonfinite_cause})" if self.nonfinite_cause else ""
                         raise NonFiniteError(self._nonfinite_message(
                             f"{consecutive} consecutive steps (up to step {self.step}) had a non-finite loss or "
-                            f"gradient"))
+                            f"gradient{cause}"))
                     todo = tasks.after(self.step, self.step == cfg.steps, consecutive > 0)
                     if todo.log:
                         row = self._summarise(window, time.perf_counter() - t0)
