@@ -11,7 +11,7 @@ from torch import Tensor, nn
 import ctcm
 
 TINY_WFNO = {"width": 8, "n_layers": 2, "modes": 4, "emb_dim": 16, "n_freqs": 4}
-SCHEDULES = ["geometric", "trigflow"]
+SCHEDULES = ["geometric", "trigflow", "linear"]
 
 needs_neuralop = pytest.mark.skipif(importlib.util.find_spec("neuralop") is None,
                                     reason="needs the optional extra: pip install 'ctcm[neuralop]'")
