@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ctcm.interfaces import Backbone
 
+from .layers import coordinate_grid
 from .optional import import_neuralop
 from .time_embedding import TimeEmbedding
 
@@ -29,15 +30,6 @@ def _float32_input(module: torch.nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: a half-precision input (from autocast) -> float32, for FFT layers."""
     x, *rest = args
     return (x.float(), *rest) if x.dtype in (torch.float16, torch.bfloat16) else args
-
-
-def coordinate_grid(x: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, 2, H, W): the coordinates (y, x) of a regular grid on [0, 1]^2 (endpoints included)."""
-    b, _, h, w = x.shape
-    gy = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype)
-    gx = torch.linspace(0.0, 1.0, w, device=x.device, dtype=x.dtype)
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij"))
-    return grid.unsqueeze(0).expand(b, 2, h, w)
 
 
 class FNOBackbone(Backbone):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -11,3 +12,12 @@ def group_norm(channels: int) -> nn.GroupNorm:
     while channels % groups:
         groups -= 1
     return nn.GroupNorm(groups, channels)
+
+
+def coordinate_grid(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, 2, H, W): the coordinates (y, x) of a regular grid on [0, 1]^2 (endpoints included)."""
+    b, _, h, w = x.shape
+    gy = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype)
+    gx = torch.linspace(0.0, 1.0, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij"))
+    return grid.unsqueeze(0).expand(b, 2, h, w)

@@ -143,7 +143,7 @@ def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
 
 
 def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: Tensor, shift: Tensor,
-                        dscale: Tensor, dshift: Tensor) -> Pair:
+                        dscale: Tensor | float, dshift: Tensor | float) -> Pair:
     """u = y scale + shift with y = GroupNorm(h) (no affine), and its tangent (:func:`modulated_norm_tangent`).
     Shapes: h, dh (B, C, H, W); scale, shift, dscale, dshift (B, C, 1, 1)."""
     y, rstd = group_norm_stats(h, groups, eps)

@@ -1,6 +1,7 @@
 """``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``, or
 ``python -m benchmarks --gpu-check --out DIR`` (every GPU-speed target, 8 minutes of one GPU; ``--smoke`` for
-tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; see its ``--help``)."""
+tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; see its ``--help``), or
+``python -m benchmarks resolution CHECKPOINT ...`` (sampling above the training resolution)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def main(argv: list[str] | None = None) -> None:
 
         quality_main(argv[1:])
         return
+    if argv[:1] == ["resolution"]:
+        from .resolution import main as resolution_main
+
+        resolution_main(argv[1:])
+        return
     if argv[:1] == ["quality-cost"]:
         from .quality_cost import main as quality_cost_main
 
@@ -29,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     size.add_argument("--full", dest="mode", action="store_const", const="full", help="the whole grid")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke", help="tiny sizes, seconds")
     parser.add_argument("--gpu-check", action="store_true",
-                        help="the GPU-speed targets in one run (gpu-check.json/.md under --out); with --smoke: tiny sizes")
+                        help="the GPU-speed targets in one run (gpu-check.json/.md under --out); "
+                             "with --smoke: tiny sizes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     parser.add_argument("--tag", default=None, help="file stem (default: a machine tag)")

@@ -84,6 +84,9 @@ class Settings:
     recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     overrides: list[str] = field(default_factory=list)  # appended to every run's training command
+    compute_of: str | None = None  # equal compute: this recipe gets `images`, the others its compute
+    costs: dict[str, Any] | None = None  # the step-cost table (benchmarks.quality_budget.step_costs)
+    images_by_recipe: dict[str, int] = field(default_factory=dict)  # per-recipe budgets (equal compute)
     out: str = ""
     tag: str = ""
     python: str = sys.executable
@@ -142,7 +145,7 @@ def checkpoint_file(folder: Path, step: int) -> Path:
 def plan_run(s: Settings, name: str, seed: int) -> dict[str, Any]:
     """Folders, steps and training commands of one run (recipe x seed)."""
     recipe = resolve_recipe(name, s.size)
-    total = max(1, s.images // s.batch)
+    total = max(1, s.images_by_recipe.get(name, s.images) // s.batch)
     interval = max(1, total // max(1, s.points))
     phases = recipe.get("phases") or [{"fraction": 1.0, "overrides": [], "init_from_previous": False}]
     fractions = [float(p["fraction"]) for p in phases]
@@ -331,6 +334,13 @@ def run_quality(s: Settings, *, dry_run: bool = False, log: Callable[[str], None
     from .machine import machine_info, machine_tag
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    if s.compute_of:
+        from .quality_budget import equal_compute_images, step_costs
+
+        measured = list(dict.fromkeys([s.compute_of, *s.recipes]))
+        s.costs = step_costs(s.size, measured, s.out, device=s.device, log=log)
+        s.images_by_recipe = equal_compute_images(s.images, s.batch, s.costs["step_s"], s.compute_of)
+        log("equal compute: " + ", ".join(f"{r} {s.images_by_recipe[r]:,} images" for r in s.recipes))
     plans = [plan_run(s, r, k) for r in s.recipes for k in s.seeds]
     if dry_run:
         for p in plans:
@@ -410,6 +420,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-ref", help="FID reference source (default: the training source; its first N images)")
     p.add_argument("--device", help="cpu or cuda (cpu size: cpu; gpu size: cuda)")
     p.add_argument("--eval-batch", type=int, help="sampling / Inception batch (default 250)")
+    p.add_argument("--compute-of", metavar="RECIPE",
+                   help="equal compute: RECIPE trains on --images, every other recipe on the same measured CPU "
+                        "time (benchmarks/quality_budget.py); the step costs are stored in OUT/costs-<size>.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra train.py override for every run (repeatable)")
     p.add_argument("--out", help="results folder (default benchmarks/results); runs go to OUT/runs/")
@@ -434,6 +447,7 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
                     device=a.device or d["device"], eval_batch=a.eval_batch or d["eval_batch"], data=data,
                     fd8_heldout=heldout, fid_ref=a.fid_ref, recipes=[r for r in a.recipes.split(",") if r],
                     seeds=[int(k) for k in a.seeds.split(",") if k], overrides=list(a.overrides),
+                    compute_of=a.compute_of,
                     out=str(Path(a.out) if a.out else RESULTS_DIR), tag=a.tag or "")
 
 
@@ -445,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
         print(write_report(a.report, plot_png=not a.no_plot))
         return
     s = settings_from_args(a)
-    for r in s.recipes:
+    for r in s.recipes + ([s.compute_of] if s.compute_of else []):
         resolve_recipe(r, s.size)  # unknown names fail before anything runs
     results = run_quality(s, dry_run=a.dry_run, plot_png=not a.no_plot)
     if a.dry_run:

@@ -75,14 +75,25 @@ def fid_reference(spec: dict[str, Any]) -> Any:
                                       batch_size=spec["batch_size"], progress=False, distributed=False)
 
 
+def fid_of(x: torch.Tensor, fid_net: Any, fid_ref: Any, batch_size: int) -> float:
+    """TF-Inception FID of samples x (N, C, H, W) in [-1, 1] against the statistics ``fid_ref``."""
+    from ctcm.metrics import frechet_distance, statistics_from_features
+    from ctcm.metrics.stats import extract_features
+    from ctcm.sampling import to_uint8
+
+    batches = (to_uint8(x[i:i + batch_size]) for i in range(0, len(x), batch_size))  # (b, H, W, C) uint8
+    feats = extract_features(batches, fid_net, num_batches=-(-len(x) // batch_size), progress=False,
+                             distributed=False)
+    s = statistics_from_features(feats)
+    return frechet_distance(s.mu, s.sigma, fid_ref.mu, fid_ref.sigma)
+
+
 def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any], ref: torch.Tensor,
                         fid_net: Any, fid_ref: Any) -> dict[str, Any]:
     from ctcm import load_checkpoint
     from ctcm.engine.learning_measure import data_distance
     from ctcm.engine.logging import save_grid
-    from ctcm.metrics import frechet_distance, statistics_from_features
-    from ctcm.sampling import sample_all, to_uint8
-    from ctcm.metrics.stats import extract_features
+    from ctcm.sampling import sample_all
 
     t0 = time.perf_counter()
     device = torch.device(spec["device"])
@@ -95,12 +106,7 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
         x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
         out[f"fd8_{k}step"] = data_distance(x[:spec["n"]], ref)["fd8"]
         if entry.get("fid") and spec["n_fid"] > 0:
-            xs = x[:spec["n_fid"]]
-            batches = (to_uint8(xs[i:i + bs]) for i in range(0, len(xs), bs))  # (b, H, W, C) uint8
-            feats = extract_features(batches, fid_net, num_batches=-(-len(xs) // bs), progress=False,
-                                     distributed=False)
-            s = statistics_from_features(feats)
-            out[f"fid_{k}step"] = frechet_distance(s.mu, s.sigma, fid_ref.mu, fid_ref.sigma)
+            out[f"fid_{k}step"] = fid_of(x[:spec["n_fid"]], fid_net, fid_ref, bs)
         if entry.get("grid"):
             save_grid(x[:64], grid_path(path, k))
     out["eval_s"] = time.perf_counter() - t0
@@ -112,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     torch.set_num_threads(int(spec.get("threads", 1)))
     todo = [e for e in spec["checkpoints"]
-            if (c := load_cached(e["path"], spec)) is None or (e.get("fid") and spec["n_fid"] > 0 and "fid_1step" not in c)
+            if (c := load_cached(e["path"], spec)) is None
+            or (e.get("fid") and spec["n_fid"] > 0 and "fid_1step" not in c)
             or (e.get("grid") and not grid_path(e["path"], 1).is_file())]
     fid_net = fid_ref = None
     if spec["n_fid"] > 0 and (not spec["checkpoints"] or any(e.get("fid") for e in todo)):

@@ -91,4 +91,23 @@ RECIPES: dict[str, dict] = {
     },
 }
 
+# The WFNO design study (docs/results.md, "Backbone design"): ECT on the CPU-size WFNO with one design option
+# changed at a time (the hypotheses are written there, before the runs), then the combination.
+WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
+    "w-grid": ("coordinate grid input channels", ["model.backbone.positional_grid=true"]),
+    "w-tin": ("time embedding also as 16 input channels", ["model.backbone.time_channels=16"]),
+    "w-tin-nofilm": ("time as 16 input channels, no FiLM", ["model.backbone.time_channels=16",
+                                                            "model.backbone.film=false"]),
+    "w-lift": ("two-layer lifting MLP (48 hidden)", ["model.backbone.lift_hidden=48"]),
+    "w-k1": ("no 3x3 convolution (1x1 local path)", ["model.backbone.local_kernel=1"]),
+    "w-mlp": ("per-block channel MLP (1x width)", ["model.backbone.channel_mlp=1.0"]),
+    "w-modes4": ("4 Fourier modes instead of 8", ["model.backbone.modes=4"]),
+    "w-deep": ("width 16, 4 blocks (vs 24, 2)", ["model.backbone.width=16", "model.backbone.n_layers=4"]),
+    "w-ms": ("U-shaped: 3 blocks at scales 1, 2, 1", ["model.backbone.n_layers=3",
+                                                      "model.backbone.block_scales=[1, 2, 1]"]),
+}
+for _name, (_label, _overrides) in WFNO_DESIGNS.items():
+    RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,
+                      "overrides": _overrides}
+
 DEFAULT_RECIPES = ("default", "ect", "scm", "denoise-ect")

@@ -6,6 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .quality_budget import compute_units
+
 METRICS = ("fd8_1step", "fd8_2step", "fid_1step", "fid_2step")
 
 
@@ -41,6 +43,8 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
                                "seeds": sorted(finals)}
         for m in METRICS:
             row[m] = {k: f.get(m) for k, f in finals.items()}
+        settings = results["settings"]
+        row["compute"] = compute_units(row["images"], recipe, settings.get("costs"), settings.get("compute_of"))
         walls = [r.get("train_wall_s") for r in runs if r.get("train_wall_s") is not None]
         row["train_wall_s"] = statistics.fmean(walls) if walls else None
         row["errors"] = [f"seed{r['seed']}: {r['error']}" for r in runs if r.get("error")]
@@ -62,13 +66,15 @@ def markdown(results: dict[str, Any]) -> str:
                 if ev["n_fid"] > 0 else "FID: off. ")
              + f"Values: mean ± half-range "
              f"over seeds {s['seeds']}; lower is better. Compare FID only at equal N (small N biases it upward).",
-             "", "| recipe | images seen | fd8 1-step | fd8 2-step | FID 1-step | FID 2-step | per seed "
-             "(fd8 1/2, FID 1/2) | train wall / run |", "|---|---|---|---|---|---|---|---|"]
+             *_cost_lines(results),
+             "", "| recipe | images seen | compute | fd8 1-step | fd8 2-step | FID 1-step | FID 2-step | per seed "
+             "(fd8 1/2, FID 1/2) | train wall / run |", "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for row in summary(results):
         per_seed = "; ".join(f"s{k}: " + "/".join(fmt(row[mm].get(k)) for mm in METRICS) for k in row["seeds"])
         wall = "-" if row["train_wall_s"] is None else f"{row['train_wall_s'] / 60:.1f} min"
-        lines.append(f"| {row['recipe']} ({row['label']}) | {row['images']:,} | "
+        compute = "-" if row["compute"] is None else f"{row['compute']:,.0f}"
+        lines.append(f"| {row['recipe']} ({row['label']}) | {row['images']:,} | {compute} | "
                      + " | ".join(_spread(list(row[mm].values())) for mm in METRICS) + f" | {per_seed} | {wall} |")
     lines += ["", "### Curves (mean over seeds at each point)", "",
               "| recipe | phase | images seen | fd8 1-step | fd8 2-step | FID 1-step | FID 2-step |",
@@ -82,6 +88,18 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Failed runs: " + "; ".join(errors)]
     lines += ["", "Runs: " + ", ".join(f"`{r['dir']}`" for r in results["runs"])]
     return "\n".join(lines) + "\n"
+
+
+def _cost_lines(results: dict[str, Any]) -> list[str]:
+    """The step-cost table and what the compute column means (equal-compute studies only)."""
+    s = results["settings"]
+    costs, ref = s.get("costs"), s.get("compute_of")
+    if not costs or not ref:
+        return []
+    steps = ", ".join(f"{r} {1e3 * t:.0f} ms ({t / costs['step_s'][ref]:.2f}x)" for r, t in costs["step_s"].items())
+    return ["", f"Equal compute: every recipe trains for the {costs['clock']} time of {s['images']:,} images of "
+                f"`{ref}`; compute = images seen x step cost / `{ref}`'s step cost, in `{ref}` images. Step costs "
+                f"(batch {s['batch']}, one thread, measured {costs['measured']}, load {costs['load']}): {steps}."]
 
 
 def _points(runs: list[dict[str, Any]]) -> dict[tuple[int, int], list[dict[str, Any]]]:

@@ -15,6 +15,13 @@ from ctcm_backbones.tangent_ops import (group_norm_pair, linear_packed, pack, po
 
 F64 = torch.float64
 
+# every design option of the WFNO (docs/results.md, "Backbone design"), alone and together, besides the default
+DESIGNS = [{}, {"positional_grid": True}, {"time_channels": 4}, {"time_channels": 4, "film": False},
+           {"lift_hidden": 6}, {"local_kernel": 1}, {"channel_mlp": 1.5},
+           {"n_layers": 3, "block_scales": [1, 2, 1]},
+           {"positional_grid": True, "time_channels": 3, "lift_hidden": 6, "local_kernel": 1, "channel_mlp": 1.0,
+            "block_scales": [2, 1]}]
+
 
 def _close(pair, ref):
     torch.testing.assert_close(pair[0], ref[0], rtol=1e-10, atol=1e-12)
@@ -48,10 +55,12 @@ def test_unknown_layer_is_refused():
         sequential_pair(nn.Sequential(nn.ReLU()), torch.zeros(1, 1), torch.zeros(1, 1))
 
 
+@pytest.mark.parametrize("design", DESIGNS)
 @pytest.mark.parametrize("train", [False, True])
-def test_wfno_forward_and_tangent_equals_jvp(train):
+def test_wfno_forward_and_tangent_equals_jvp(train, design):
     torch.manual_seed(0)
-    net = ctcm.create_backbone("wfno", **TINY_WFNO, spectral_weight_drop=0.3, dropout=0.2).double().train(train)
+    net = ctcm.create_backbone("wfno", **{**TINY_WFNO, **design}, spectral_weight_drop=0.3,
+                               dropout=0.2).double().train(train)
     net.resample_noise_(torch.Generator().manual_seed(1))
     x, dx = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
     c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
@@ -66,13 +75,15 @@ def test_time_embedding_and_silu_rules():
     _close(embed.forward_and_tangent(c, dc), torch.func.jvp(embed, (c,), (dc,)))
 
 
-def test_wfno_tangent_with_a_graph_has_the_jvps_parameter_gradients():
+@pytest.mark.parametrize("design", [DESIGNS[0], DESIGNS[-1]])
+def test_wfno_tangent_with_a_graph_has_the_jvps_parameter_gradients(design):
     """With grad enabled the packed rules take their differentiable path (torch.cat instead of out=
     kernels, GroupNorm's and GELU's backward kernels differentiated again): value, tangent and the
     parameter gradients of <r, F> + <s, dF> equal those of torch.func.jvp in float64 (dropout and
     spectral weight-drop on, one shared mask)."""
     torch.manual_seed(0)
-    net = ctcm.create_backbone("wfno", **TINY_WFNO, spectral_weight_drop=0.3, dropout=0.2).double().train()
+    net = ctcm.create_backbone("wfno", **{**TINY_WFNO, **design}, spectral_weight_drop=0.3,
+                               dropout=0.2).double().train()
     net.resample_noise_(torch.Generator().manual_seed(1))
     x, dx = torch.randn(3, 3, 8, 8, dtype=F64), torch.randn(3, 3, 8, 8, dtype=F64)
     c, dc = torch.tensor([0.1, -0.5, 1.0], dtype=F64), torch.tensor([2.0, 0.3, -1.0], dtype=F64)
@@ -91,12 +102,13 @@ def test_wfno_tangent_with_a_graph_has_the_jvps_parameter_gradients():
         _close(net.forward_and_tangent(x, dx, c, dc), (ours[0].detach(), ours[1].detach()))
 
 
-@pytest.mark.parametrize("schedule", ["geometric", "trigflow"])
-def test_one_pass_forward_with_detached_tangent_equals_forward_and_jvp(schedule):
+@pytest.mark.parametrize(("schedule", "design"), [("geometric", DESIGNS[0]), ("trigflow", DESIGNS[0]),
+                                                   *(("geometric", d) for d in DESIGNS[1:])])
+def test_one_pass_forward_with_detached_tangent_equals_forward_and_jvp(schedule, design):
     """wfno's forward_and_detached_tangent (the tangent reusing the forward's activations), through
     model(x, t, tangent_along=v): f and F equal the plain forward, with the same parameter gradients;
     the TimeDerivative equals time_derivative's (float64, dropout and weight-drop on) and has no graph."""
-    model = tiny_model(schedule, spectral_weight_drop=0.3, dropout=0.2).train()
+    model = tiny_model(schedule, spectral_weight_drop=0.3, dropout=0.2, **design).train()
     model.resample_noise_(torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
     x, v = torch.randn(3, 3, 8, 8, dtype=F64, generator=g), torch.randn(3, 3, 8, 8, dtype=F64, generator=g)

@@ -1,0 +1,77 @@
+"""Equal-compute budgets of ``python -m benchmarks quality`` and the resolution benchmark (fast)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks/` lives at the repo root
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from benchmarks.quality import Settings, plan_run, run_quality  # noqa: E402
+from benchmarks.quality_budget import compute_units, equal_compute_images, step_costs  # noqa: E402
+
+
+@given(images=st.integers(32, 10**6), batch=st.integers(1, 512),
+       costs=st.lists(st.floats(0.01, 10.0), min_size=2, max_size=5))
+def test_equal_compute_gives_every_recipe_the_references_time(images, batch, costs):
+    step_s = {f"r{i}": c for i, c in enumerate(costs)}
+    out = equal_compute_images(images, batch, step_s, "r0")
+    ref_time = images / batch * step_s["r0"]
+    for r, n in out.items():
+        assert n % batch == 0 and n >= batch
+        # within half a batch of the reference's time (rounding to whole steps), unless clipped at one batch
+        assert abs(n / batch * step_s[r] - ref_time) <= 0.5 * step_s[r] + 1e-9 or n == batch
+        units = compute_units(n, r, {"step_s": step_s}, "r0")
+        assert units == pytest.approx(n * step_s[r] / step_s["r0"])
+
+
+def test_unknown_reference_is_one_line():
+    with pytest.raises(ValueError, match="--compute-of 'fno' is not among the recipes measured"):
+        equal_compute_images(100, 10, {"ect": 1.0}, "fno")
+
+
+def test_stored_costs_are_reused_and_budgets_reach_the_plans(tmp_path, monkeypatch):
+    """A stored table with every recipe is reused as is (no timing), and its budgets reach each run's steps."""
+    table = {"clock": "cpu", "load": 0.1, "measured": "then", "step_s": {"ect": 0.1, "fno": 0.2}}
+    (tmp_path / "costs-cpu.json").write_text(json.dumps(table))
+    import benchmarks.quality_cost as qc
+
+    monkeypatch.setattr(qc, "quality_cost", lambda *a, **k: pytest.fail("measured again"))
+    assert step_costs("cpu", ["fno", "ect"], tmp_path, log=lambda m: None) == table
+    s = Settings(images=6400, batch=32, recipes=["ect", "fno"], seeds=[0], out=str(tmp_path), data="embedded",
+                 compute_of="ect")
+    plans = run_quality(s, dry_run=True, log=lambda m: None)["plans"]
+    assert {p["recipe"]: p["images"] for p in plans} == {"ect": 6400, "fno": 3200}
+    assert plan_run(Settings(images=6400, batch=32), "fno", 0)["images"] == 6400  # equal images by default
+
+
+def test_resolution_samples_above_the_training_size(tmp_path):
+    """The resolution benchmark: a 8x8-trained WFNO sampled at 16x16, downsampled, scored; grids written."""
+    import ctcm
+    from benchmarks import resolution
+    from ctcm.metrics.stats import Statistics
+
+    model = ctcm.build("wfno-cifar", backbone={"width": 8, "n_layers": 1, "modes": 2, "emb_dim": 8},
+                       resolution=8)
+    path = tmp_path / "m.pt"
+    ctcm.save_checkpoint(path, model)
+
+    def features(batch):  # a stand-in for Inception on uint8 (B, H, W, 3): four moments, (B, 4)
+        x = torch.as_tensor(batch).float()
+        return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), x[..., 0].mean((1, 2)), x[..., 1].mean((1, 2))], 1)
+
+    ref = Statistics(np.zeros(4), np.eye(4), count=6)
+    row = resolution.evaluate(path, scale=2, n=6, fd8_ref=torch.rand(6, 3, 8, 8) * 2 - 1, fid_net=features,
+                              fid_ref=ref, out=tmp_path, batch_size=4)
+    assert row["native"] == 8 and model.resolution == 8
+    for k in (1, 2):
+        assert all(np.isfinite(row[f"{m}_{k}step_{t}"]) for m in ("fd8", "fid") for t in ("native", "x2"))
+        assert (tmp_path / f"m-16px-{k}step.png").stat().st_size > 0
+    assert "| 1 |" in resolution.markdown([row], 6)
