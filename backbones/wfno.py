@@ -39,7 +39,9 @@ class WFNO2d(Backbone):
         channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b).
         block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
             Eq. 18c), e.g. ``[1, 2, 2, 1]`` for a U-shaped arrangement; ``None``: every block at full resolution.
-    Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
+        time_inputs: 1 (c_noise (B,)) or 2 (a flow map's pair (B, 2), Eq. 32: one embedding of both times,
+            :class:`TimeEmbedding`).
+    Shapes: x (B, C, H, W), c_noise (B,) or (B, 2) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
     """
 
     resolution_agnostic = True
@@ -49,7 +51,8 @@ class WFNO2d(Backbone):
                  n_freqs: int = 16, max_freq: float = 8.0, spectral_weight_drop: float = 0.0,
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = False, time_channels: int = 0, film: bool = True, lift_hidden: int = 0,
-                 local_kernel: int = 3, channel_mlp: float = 0.0, block_scales: list[int] | None = None) -> None:
+                 local_kernel: int = 3, channel_mlp: float = 0.0, block_scales: list[int] | None = None,
+                 time_inputs: int = 1) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise ValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, got {spectral_impl!r}")
@@ -62,7 +65,8 @@ class WFNO2d(Backbone):
         if len(scales) != n_layers:
             raise ValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
         self.positional_grid = positional_grid
-        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq)
+        self.time_inputs = time_inputs
+        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, time_inputs)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None
         lift_in = in_channels + (2 if positional_grid else 0) + max(time_channels, 0)
         self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden <= 0 else
