@@ -13,25 +13,11 @@ from torch import Tensor
 import ctcm
 from ctcm.objective import ObjectiveContext
 from ctcm.schedules import LinearSchedule
+from benchmarks.meanflow_cost import public_code_loss
 from ctcm_objectives.meanflow import meanflow_target
 from conftest import stub_model
 
 F64 = torch.float64
-
-
-def reference_loss(net, x0: Tensor, eps: Tensor, t: Tensor, r: Tensor, p: float, c: float) -> Tensor:
-    """The public code's loss (py-meanflow ``forward_with_loss``), written here from the paper: u = net(z, (t, t - r)),
-    (u, du/dt) = jvp along (v, 1, 0), target v - (t - r) du/dt, squared error summed per image, / (err + c)^p."""
-    z = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
-    v = eps - x0
-
-    def u_fn(z_: Tensor, t_: Tensor, r_: Tensor) -> Tensor:
-        return net(z_, torch.stack([t_, t_ - r_], dim=1))
-
-    u, dudt = torch.func.jvp(u_fn, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
-    target = (v - (t - r).view(-1, 1, 1, 1) * dudt).detach()
-    err = (u - target).pow(2).sum(dim=(1, 2, 3))
-    return (err / (err.detach() + c) ** p).mean()
 
 
 def context(model, objective, seed: int, n: int = 6) -> ObjectiveContext:
@@ -48,7 +34,7 @@ def grads(loss: Tensor, model) -> list[Tensor]:
 def check_against_reference(model, objective, seed: int) -> None:
     ctx = context(model, objective, seed)
     loss = objective.compute(ctx).loss
-    ref = reference_loss(model.backbone, ctx.x0, ctx.noise, ctx.t, ctx.r, objective.norm_p, objective.norm_eps)
+    ref = public_code_loss(model.backbone, ctx.x0, ctx.noise, ctx.t, ctx.r, objective.norm_p, objective.norm_eps)
     torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads(loss, model), grads(ref, model)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
