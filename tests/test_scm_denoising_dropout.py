@@ -123,3 +123,23 @@ def test_dropout_mask_is_shared_by_online_target_and_jvp(backbone):
     assert not torch.allclose(model(x, t), f1)  # a new step, a new mask
     model.eval()
     torch.testing.assert_close(model(x, t), model(x, t))
+
+
+def test_dropout_masks_of_two_ranks_are_the_slices_of_one_process(monkeypatch):
+    """Regression (DDP with dropout): each rank drew the mask of its local batch from the shared generator, so
+    every rank had rank 0's mask; now the mask is drawn for the global batch and sliced (ObjectiveContext's rule)."""
+    from ctcm_backbones.dropout import SharedDropout
+
+    z = torch.ones(4, 3, 2, 2)
+
+    def mask(rank: int, world: int, batch: torch.Tensor) -> torch.Tensor:  # as if under torch.distributed
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: world > 1)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda: rank)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda: world)
+        drop = SharedDropout(0.5).train()
+        drop.resample_noise_(torch.Generator().manual_seed(3))
+        return drop(batch)
+
+    one_process = mask(0, 1, torch.cat([z, z]))
+    assert torch.equal(torch.cat([mask(0, 2, z), mask(1, 2, z)]), one_process)
+    assert not torch.equal(one_process[:4], one_process[4:])
