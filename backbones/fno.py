@@ -24,6 +24,7 @@ from ctcm.interfaces import Backbone
 from .layers import coordinate_grid
 from .optional import import_neuralop
 from .time_embedding import TimeEmbedding
+from ctcm.errors import UserTypeError
 
 
 def _float32_input(module: torch.nn.Module, args: tuple) -> tuple:
@@ -79,7 +80,7 @@ class FNOBackbone(Backbone):
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         if x.dtype != torch.float32:
-            raise TypeError(
+            raise UserTypeError(
                 f"neuraloperator's SpectralConv computes in complex64 only, so the 'fno' backbone runs in "
                 f"float32 (or under autocast); got {x.dtype}. Use 'wfno' for other dtypes."
             )

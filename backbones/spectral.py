@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .dft import DFTBases, contract_modes_real, dft_bases, truncated_irfft2, truncated_rfft2
 from .optional import import_neuralop
+from ctcm.errors import UserTypeError, UserValueError
 
 TRANSFORMS = ("auto", "fft", "dft")
 
@@ -52,9 +53,9 @@ class SpectralConv2d(nn.Module):
                  weight_drop: float = 0.0, transform: str = "auto") -> None:
         super().__init__()
         if not 0.0 <= weight_drop < 1.0:
-            raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
+            raise UserValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
         if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+            raise UserValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         self.transform = transform
         self.in_channels, self.out_channels = in_channels, out_channels
         m1, m2 = _pair(modes)
@@ -107,7 +108,7 @@ class SpectralConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         if h < self.n_pos + self.n_neg or w // 2 + 1 < self.n_half:
-            raise ValueError(
+            raise UserValueError(
                 f"input {h}x{w} is smaller than the kept modes ({self.n_pos + self.n_neg}, "
                 f"{2 * (self.n_half - 1)}); use fewer modes or a larger input"
             )
@@ -183,8 +184,8 @@ def weight_from_neuralop(weight: Tensor) -> Tensor:
     Shapes: (C_in, C_out, m1, m2') complex -> (m1, m2', C_in, C_out, 2) real.
     """
     if not weight.is_complex() or weight.ndim != 4:
-        raise ValueError(f"expected neuraloperator's complex (C_in, C_out, m1, m2') weight, got "
-                         f"{tuple(weight.shape)} {weight.dtype}")
+        raise UserValueError(f"expected neuraloperator's complex (C_in, C_out, m1, m2') weight, got "
+                             f"{tuple(weight.shape)} {weight.dtype}")
     rolled = torch.roll(weight, shifts=-(weight.shape[2] // 2), dims=2)
     return torch.view_as_real(rolled.permute(2, 3, 0, 1).contiguous()).contiguous()
 
@@ -201,7 +202,7 @@ class NeuralopSpectralConv2d(nn.Module):
                  weight_drop: float = 0.0) -> None:
         super().__init__()
         if weight_drop:
-            raise ValueError("spectral weight-drop needs spectral_impl='ctcm'")
+            raise UserValueError("spectral weight-drop needs spectral_impl='ctcm'")
         SpectralConv = import_neuralop("layers.spectral_convolution", "spectral_impl='neuralop'").SpectralConv
         self.conv = SpectralConv(in_channels, out_channels, n_modes=_pair(modes), bias=False)
 
@@ -209,7 +210,7 @@ class NeuralopSpectralConv2d(nn.Module):
         if x.dtype in (torch.float16, torch.bfloat16):  # from autocast: cuFFT has no bf16, compute in fp32
             x = x.float()
         if x.dtype != torch.float32:
-            raise TypeError(
+            raise UserTypeError(
                 f"neuraloperator's SpectralConv computes in complex64 only; got {x.dtype}. "
                 f"Use spectral_impl='ctcm' for other dtypes."
             )

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ctcm.errors import UserValueError
+
 from .tangent_ops import sequential_pair
 
 
@@ -30,7 +32,7 @@ class TimeEmbedding(nn.Module):
     def __init__(self, dim: int, n_freqs: int = 16, max_freq: float = 8.0, times: int = 1) -> None:
         super().__init__()
         if times not in (1, 2):
-            raise ValueError(f"time_inputs must be 1 or 2, got {times!r}")
+            raise UserValueError(f"time_inputs must be 1 or 2, got {times!r}")
         self.times = times
         freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), n_freqs))
         self.register_buffer("freqs", freqs, persistent=False)
@@ -40,8 +42,8 @@ class TimeEmbedding(nn.Module):
         """w_k c per time: (B,) or (B, 2) -> (B, times, n_freqs), after checking c's shape."""
         want = (c_noise.shape[0],) if self.times == 1 else (c_noise.shape[0], 2)
         if tuple(c_noise.shape) != want:
-            raise ValueError(f"this backbone takes {self.times} time input(s), so c_noise must have shape {want}, "
-                             f"got {tuple(c_noise.shape)}; set the backbone's time_inputs to match the model")
+            raise UserValueError(f"this backbone takes {self.times} time input(s), so c_noise must have shape "
+                                 f"{want}, got {tuple(c_noise.shape)}; set the backbone's time_inputs to match")
         return c_noise.reshape(want[0], self.times, 1).to(self.freqs.dtype) * self.freqs
 
     def forward(self, c_noise: Tensor) -> Tensor:

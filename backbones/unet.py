@@ -21,6 +21,7 @@ from ctcm.interfaces import Backbone
 from .dropout import SharedDropout
 from .time_embedding import TimeEmbedding
 from .layers import group_norm
+from ctcm.errors import UserValueError
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)
 
@@ -64,7 +65,7 @@ class Attention(nn.Module):
     def __init__(self, channels: int, heads: int = 1) -> None:
         super().__init__()
         if channels % heads:
-            raise ValueError(f"attention channels {channels} not divisible by heads {heads}")
+            raise UserValueError(f"attention channels {channels} not divisible by heads {heads}")
         self.heads = heads
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
@@ -113,10 +114,10 @@ class UNet(Backbone):
                  emb_dim: int | None = None, n_freqs: int = 16, max_freq: float = 8.0, time_inputs: int = 1) -> None:
         super().__init__()
         if not channel_mult:
-            raise ValueError("channel_mult needs at least one level")
+            raise UserValueError("channel_mult needs at least one level")
         bad = [lvl for lvl in attn_levels if not 0 <= lvl < len(channel_mult)]
         if bad:
-            raise ValueError(f"attn_levels {bad} out of range for {len(channel_mult)} levels")
+            raise UserValueError(f"attn_levels {bad} out of range for {len(channel_mult)} levels")
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         self.n_levels = len(channel_mult)
@@ -157,17 +158,17 @@ class UNet(Backbone):
     def _stage(in_ch: int, out_ch: int, emb_dim: int, dropout: float, attn: bool, heads: int) -> "Stage":
         return Stage(ResBlock(in_ch, out_ch, emb_dim, dropout), Attention(out_ch, heads) if attn else None)
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
-        """A new dropout mask in every residual block (shared by the step's forwards and JVP)."""
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """A new dropout mask in every residual block (shared by the step's forwards and JVP; this rank's slice)."""
         for module in self.modules():
             if isinstance(module, SharedDropout):
-                module.resample_noise_(generator)
+                module.resample_noise_(generator, rank=rank, world_size=world_size)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         factor = 2 ** (self.n_levels - 1)
         if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"UNet with {self.n_levels} levels needs H, W divisible by {factor}; got "
-                             f"{tuple(x.shape[-2:])}")
+            raise UserValueError(f"UNet with {self.n_levels} levels needs H, W divisible by {factor}; got "
+                                 f"{tuple(x.shape[-2:])}")
         emb = self.embed(c_noise)
         h = self.conv_in(x)
         hs = [h]

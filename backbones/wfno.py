@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctcm.errors import UserValueError
 from ctcm.interfaces import Backbone
 
 from .layers import coordinate_grid, group_norm
@@ -37,6 +39,8 @@ class WFNO2d(Backbone):
         lift_hidden: 0 lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden channels.
         local_kernel: 3 (W_1 and W_3 in each block) or 1 (W_1 only).
         channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b).
+        lift_film: FiLM of the lifted input by the time embedding, h_0 = L(x) (1 + gamma_0(e)) + beta_0(e)
+            (Eq. 18d): lets the network scale the input's pixel noise down where the noise level is high.
         block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
             Eq. 18c), e.g. ``[1, 2, 2, 1]`` for a U-shaped arrangement; ``None``: every block at full resolution.
         time_inputs: 1 (c_noise (B,)) or 2 (a flow map's pair (B, 2), Eq. 32: one embedding of both times,
@@ -45,6 +49,9 @@ class WFNO2d(Backbone):
     """
 
     resolution_agnostic = True
+    #: the 0.2 design: a checkpoint written before every argument was stored rebuilds it (ctcm.build.stored_model)
+    legacy_defaults = {"positional_grid": False, "time_channels": 0, "film": True, "lift_hidden": 0,
+                       "local_kernel": 3, "channel_mlp": 0.0, "block_scales": None, "lift_film": False}
 
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, emb_dim: int | None = None,
@@ -52,18 +59,19 @@ class WFNO2d(Backbone):
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = False, time_channels: int = 0, film: bool = True, lift_hidden: int = 0,
                  local_kernel: int = 3, channel_mlp: float = 0.0, block_scales: list[int] | None = None,
-                 time_inputs: int = 1) -> None:
+                 lift_film: bool = False, time_inputs: int = 1) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
-            raise ValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, got {spectral_impl!r}")
+            raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
+                                 f"got {spectral_impl!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         emb_dim = emb_dim or min(4 * width, 512)
         if not film and time_channels <= 0:
-            raise ValueError("film=False needs time_channels > 0: the network would not see the time")
+            raise UserValueError("film=False needs time_channels > 0: the network would not see the time")
         scales = list(block_scales) if block_scales is not None else [1] * n_layers
         if len(scales) != n_layers:
-            raise ValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
+            raise UserValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
         self.positional_grid = positional_grid
         self.time_inputs = time_inputs
         self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, time_inputs)
@@ -72,6 +80,7 @@ class WFNO2d(Backbone):
         self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden <= 0 else
                                 nn.Sequential(nn.Conv2d(lift_in, lift_hidden, 1), nn.GELU(),
                                               nn.Conv2d(lift_hidden, width, 1)))
+        self.lift_film = nn.Linear(emb_dim, 2 * width) if lift_film else None
         self.blocks = nn.ModuleList(
             WeightedFourierBlock(width, emb_dim, modes, spectral_weight_drop, spectral_impl, spectral_transform,
                                  dropout, film=film, local_kernel=local_kernel, channel_mlp=channel_mlp, scale=scale)
@@ -97,21 +106,37 @@ class WFNO2d(Backbone):
         if self.positional_grid:
             parts.append(dx.new_zeros(dx.shape[0], 2, *dx.shape[2:]))
         if self.time_proj is not None:
-            dt = torch.nn.functional.linear(demb, self.time_proj.weight).to(dx.dtype)
+            dt = F.linear(demb, self.time_proj.weight).to(dx.dtype)
             parts.append(dt[:, :, None, None].expand(-1, -1, *dx.shape[2:]))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
+    def modulate_lift(self, h: Tensor, emb: Tensor) -> Tensor:
+        """h (1 + gamma_0(e)) + beta_0(e) with the lift's FiLM (Eq. 18d); h unchanged without it."""
+        if self.lift_film is None:
+            return h
+        gamma, beta = self.lift_film(emb)[:, :, None, None].chunk(2, dim=1)
+        return torch.addcmul(beta, h, 1 + gamma)
+
+    def modulate_lift_tangent(self, h: Tensor, dh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
+        """The tangent of :meth:`modulate_lift`: dh (1 + gamma) + h dgamma + dbeta."""
+        if self.lift_film is None:
+            return dh
+        gamma, _ = self.lift_film(emb)[:, :, None, None].chunk(2, dim=1)
+        dgamma, dbeta = F.linear(demb, self.lift_film.weight)[:, :, None, None].chunk(2, dim=1)
+        return torch.addcmul(torch.addcmul(dbeta, h, dgamma), dh, 1 + gamma)
+
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         emb = self.embed(c_noise)
-        h = self.lift(self.lift_input(x, emb))
+        h = self.modulate_lift(self.lift(self.lift_input(x, emb)), emb)
         for block in self.blocks:
             h = block(h, emb)
         return self.project(h)
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
-        """New dropout and spectral weight-drop masks in every block (neuraloperator's layer has no weight-drop)."""
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """New dropout (per sample: this rank's slice) and spectral weight-drop (per step) masks in every block
+        (neuraloperator's layer has no weight-drop)."""
         for block in self.blocks:
-            block.dropout.resample_noise_(generator)
+            block.dropout.resample_noise_(generator, rank=rank, world_size=world_size)
             if isinstance(block.spectral, SpectralConv2d):
                 block.spectral.resample_noise_(generator)
 
@@ -121,6 +146,9 @@ class WFNO2d(Backbone):
         convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` (tested)."""
         emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise)
         hh = self.lift_packed(pack(self.lift_input(x, emb), self.lift_input_tangent(dx, demb)))
+        if self.lift_film is not None:
+            h, dh = unpack(hh)
+            hh = pack(self.modulate_lift(h, emb), self.modulate_lift_tangent(h, dh, emb, demb))
         for block in self.blocks:
             hh = block.forward_packed(hh, emb, demb)
         return unpack(sequential_packed(self.project, hh))
@@ -145,6 +173,8 @@ class WFNO2d(Backbone):
                 dh = self.lift._conv_forward(dz, self.lift.weight, None)
             else:
                 dh = unpack(sequential_packed(self.lift, pack(z, dz)))[1]
+            dh = self.modulate_lift_tangent(h, dh, emb, demb)
+        h = self.modulate_lift(h, emb)
         for block in self.blocks:
             h, saved = block.forward_saving(h, emb)
             with torch.no_grad():

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctcm.errors import UserValueError
+
 from .dropout import SharedDropout
 from .layers import group_norm
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
@@ -52,9 +54,9 @@ class WeightedFourierBlock(nn.Module):
                  film: bool = True, local_kernel: int = 3, channel_mlp: float = 0.0, scale: int = 1) -> None:
         super().__init__()
         if local_kernel not in (1, 3):
-            raise ValueError(f"local_kernel must be 1 or 3, got {local_kernel!r}")
+            raise UserValueError(f"local_kernel must be 1 or 3, got {local_kernel!r}")
         if scale < 1:
-            raise ValueError(f"a block's scale must be a positive integer, got {scale!r}")
+            raise UserValueError(f"a block's scale must be a positive integer, got {scale!r}")
         self.scale = scale
         if scale > 1:
             modes = tuple(max(1, m // scale) for m in ((modes, modes) if isinstance(modes, int) else modes))

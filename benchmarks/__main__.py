@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     parser.add_argument("--tag", default=None, help="file stem (default: a machine tag)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    parser.add_argument("--presets", default=None, help="comma-separated presets of the models section (default: all)")
+    parser.add_argument("--recipes", default=None, help="comma-separated recipes of the models section (default: all)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
                         help="timer: wall or process CPU time (default: cpu on a CPU device, wall on GPU)")
     parser.add_argument("--report", metavar="JSON", default=None,
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = run(args.mode or "quick", device=args.device, out_dir=args.out, tag=args.tag,
                   sections=tuple(s for s in args.sections.split(",") if s), plot_png=not args.no_plot,
-                  clock=args.clock, presets=tuple(args.presets.split(",")) if args.presets else None)
+                  clock=args.clock, recipes=tuple(args.recipes.split(",")) if args.recipes else None)
     from .report import markdown
 
     print(markdown(results))

@@ -12,7 +12,8 @@ run's matrix-product rate. FLOPs are counted analytically (per forward; forward+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -74,7 +75,7 @@ def _usable(fns: dict[str, Callable[[], object]], errors: dict[str, str]) -> dic
         try:
             fn()
             ok[name] = fn
-        except Exception as exc:  # noqa: BLE001 - recorded in the results, not hidden
+        except Exception as exc:  # recorded in the results, not hidden
             errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     return ok
 
@@ -86,7 +87,7 @@ def bench_config(width: int, modes: int, res: int, batch: int, precision: str, s
     layers = build_layers(width, modes, device)
     x = torch.randn(batch, width, res, res, device=device, requires_grad=True)
     grad_out = torch.randn(batch, width, res, res, device=device)
-    ctx = lambda: precision_context(device, precision)  # noqa: E731
+    ctx = lambda: precision_context(device, precision)
 
     def fwd(layer: nn.Module) -> Callable[[], object]:
         def run() -> object:
@@ -109,7 +110,8 @@ def bench_config(width: int, modes: int, res: int, batch: int, precision: str, s
 
     with torch.no_grad():
         ref = layers["neuralop"](x) if precision == "fp32" else None
-        diffs = {k: float((layers[k](x) - ref).abs().max()) for k in ("ctcm", "ctcm-fft", "ctcm-einsum")} if ref is not None else {}
+        diffs = ({k: float((layers[k](x) - ref).abs().max()) for k in ("ctcm", "ctcm-fft", "ctcm-einsum")}
+                 if ref is not None else {})
 
     rows = []
     for name, layer in layers.items():

@@ -14,12 +14,13 @@ import datetime as _dt
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
 from .machine import machine_info, machine_tag
-from .models import bench_preset
+from .models import bench_recipe
 from .settings import GPU_TRAIN_GRID, SMOKE_BACKBONES, SMOKE_TRAIN, Settings
 from .throughput import run_throughput
 
@@ -51,9 +52,9 @@ def run_gpu_check(device: str | None = None, out_dir: str | Path = ".", *, smoke
         "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "models": [], "train": [], "skipped": [],
     }
-    for preset, precision in (("wfno-cifar", "fp32"), ("wfno-cifar", "bf16"), ("fno-cifar", "bf16")):
-        log(f"[gpu-check] {preset} {precision} batch={settings.model_batch}")
-        results["models"].append(bench_preset(preset, precision, settings, dev))
+    for recipe, precision in (("wfno-cifar", "fp32"), ("wfno-cifar", "bf16"), ("fno-cifar", "bf16")):
+        log(f"[gpu-check] {recipe} {precision} batch={settings.model_batch}")
+        results["models"].append(bench_recipe(recipe, precision, settings, dev))
     for item in grid:
         if time.perf_counter() - start > budget_s:
             results["skipped"].append(f"train batch={item[0]} {item[1]} compile={item[2]}: time budget")
@@ -81,7 +82,7 @@ def _target(name: str, value: float | None, met: bool, fmt: str = "{:.2f}x") -> 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target of the issue with its measured value and met / not met."""
-    rows = {(r["preset"], r["precision"]): r for r in results["models"]}
+    rows = {(r["recipe"], r["precision"]): r for r in results["models"]}
     fp32, bf16 = rows.get(("wfno-cifar", "fp32"), {}), rows.get(("wfno-cifar", "bf16"), {})
     out = []
     f32, b16 = _median(fp32, "forward"), _median(bf16, "forward")
@@ -126,13 +127,15 @@ def markdown(results: dict[str, Any]) -> str:
              f"load at start {m.get('load_average_at_start')}", "",
              "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |" for t in results["targets"]]
-    lines += ["", "| preset | prec | B | forward ms | JVP no grad ms | step cons. ms | step cons.+tangent ms | errors |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| recipe | prec | B | forward ms | JVP no grad ms | step cons. ms | step cons.+tangent ms | "
+                  "errors |", "|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
-        ms = lambda k: "-" if _median(r, k) is None else f"{_median(r, k) * 1e3:.1f}"  # noqa: E731
-        lines.append(f"| {r['preset']} | {r['precision']} | {r['batch']} | {ms('forward')} | {ms('jvp_nograd')} | "
-                     f"{ms('step_consistency')} | {ms('step_consistency_tangent')} | {len(r['errors'])} |")
-    lines += ["", "| train batch | prec | compile | img/s | step ms | first step s | error |", "|---|---|---|---|---|---|---|"]
+        ms = {k: "-" if _median(r, k) is None else f"{_median(r, k) * 1e3:.1f}"
+              for k in ("forward", "jvp_nograd", "step_consistency", "step_consistency_tangent")}
+        lines.append(f"| {r['recipe']} | {r['precision']} | {r['batch']} | {ms['forward']} | {ms['jvp_nograd']} | "
+                     f"{ms['step_consistency']} | {ms['step_consistency_tangent']} | {len(r['errors'])} |")
+    lines += ["", "| train batch | prec | compile | img/s | step ms | first step s | error |",
+              "|---|---|---|---|---|---|---|"]
     for r in results["train"]:
         rate = f"{r['images_per_s']:.0f}" if r.get("images_per_s") else "-"
         step = f"{r['step_s'] * 1e3:.1f}" if r.get("step_s") else "-"

@@ -1,7 +1,7 @@
 """Sections 2 and 3: JVP cost against a forward, training-step cost, training and sampling throughput.
 
-For each preset (``wfno-cifar``, ``fno-cifar``, ``unet-cifar``, matched at ~30.4M parameters), on one
-batch (x_t, t, dx_t/dt) drawn from the preset's schedule, measured side by side:
+For each recipe (``wfno-cifar``, ``fno-cifar``, ``unet-cifar``, matched at ~30.4M parameters), on one
+batch (x_t, t, dx_t/dt) drawn from the recipe's schedule, measured side by side:
 
 * ``forward``: f(x_t, t), no grad;                 ``forward_grad``: the same, recording the graph;
 * ``forward_double_batch``: f at 2B samples, no grad (the floor of a JVP that runs its linear maps on [z; dz]);
@@ -11,15 +11,17 @@ batch (x_t, t, dx_t/dt) drawn from the preset's schedule, measured side by side:
 * ``finite_difference``: the two-forward alternative (f(x + h v, t + h) - f(x - h v, t - h)) / 2h;
 * ``step_consistency`` / ``step_consistency_tangent``: one optimiser step (zero_grad, loss, backward,
   Adam) with ``consistency`` alone and with ``consistency + 0.1 tangent`` (one shared forward);
-* ``sample_onestep``: ``ctcm.sample(model, noise, [t_max])`` on noise drawn once (the network's cost; the
-  per-image seed rule of ``model.sample`` adds its CPU draws, about 0.1 ms per image).
+* ``sample_onestep``: ``ctcm.multistep_sample(model, noise, [t_max], schedule=model.schedule)`` on noise drawn
+  once (the network's cost; the per-image seed rule of ``model.sample`` adds its CPU draws, about 0.1 ms per
+  image).
 
 Ratios are to ``forward`` (or to the consistency-only step); throughput is B / median time.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
@@ -45,26 +47,26 @@ def _try(fns: dict[str, Callable[[], object]], errors: dict[str, str]) -> dict[s
         try:
             fn()
             ok[name] = fn
-        except Exception as exc:  # noqa: BLE001 - recorded in the results
+        except Exception as exc:  # recorded in the results
             errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     return ok
 
 
-def bench_preset(preset: str, precision: str, settings: Settings, device: torch.device) -> dict[str, Any]:
-    """Every figure of sections 2 and 3 for one preset."""
+def bench_recipe(recipe: str, precision: str, settings: Settings, device: torch.device) -> dict[str, Any]:
+    """Every figure of sections 2 and 3 for one recipe."""
     torch.manual_seed(0)
-    override = settings.backbone_overrides.get(preset)
+    override = settings.backbone_overrides.get(recipe)
     try:
-        model = ctcm.build(preset, backbone=override, resolution=settings.model_resolution).to(device).train()
+        model = ctcm.build(recipe, backbone=override, resolution=settings.model_resolution).to(device).train()
     except ImportError as exc:  # e.g. fno-cifar without neuraloperator: a row with the reason, not a crash
-        return {"preset": preset, "precision": precision, "batch": settings.model_batch, "params": 0, "times": {},
+        return {"recipe": recipe, "precision": precision, "batch": settings.model_batch, "params": 0, "times": {},
                 "errors": {"build": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}}
     sched, b = model.schedule, settings.model_batch
     x0 = torch.rand(b, model.channels, model.resolution, model.resolution, device=device) * 2 - 1
     t = ctcm.create_objective("consistency").time_distribution().sample(b, sched, device=device)
     t = t.clamp(sched.t_min + FD_STEP, sched.t_max - FD_STEP)  # the finite difference evaluates t +- FD_STEP
     x_t, dx_dt = sched.noisy(x0, torch.randn_like(x0), t)
-    ctx = lambda: precision_context(device, precision)  # noqa: E731
+    ctx = lambda: precision_context(device, precision)
 
     def nograd(fn: Callable[[], object]) -> Callable[[], object]:
         def run() -> object:
@@ -116,12 +118,13 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
                          clock=settings.clock))
     noise = torch.randn_like(x0)
     one_step = ctcm.default_times(sched, 1)
-    sample_fns = _try({"sample_onestep": nograd(lambda: ctcm.sample(model, noise, one_step))}, errors)
+    sample_fns = _try({"sample_onestep": nograd(lambda: ctcm.multistep_sample(model, noise, one_step, schedule=sched))},
+                      errors)
     times.update(measure(sample_fns, device=device, warmup=settings.warmup, repeats=settings.model_repeats,
                          clock=settings.clock))
 
     med = {k: v["median_s"] for k, v in times.items()}
-    row: dict[str, Any] = {"preset": preset, "precision": precision, "batch": b, "params": n_parameters(model),
+    row: dict[str, Any] = {"recipe": recipe, "precision": precision, "batch": b, "params": n_parameters(model),
                            "times": times, "errors": errors}
     if "forward" in med:
         row["ratio_to_forward"] = {k: med[k] / med["forward"] for k in JVP_KEYS if k in med}
@@ -137,10 +140,10 @@ def bench_preset(preset: str, precision: str, settings: Settings, device: torch.
 
 
 def run_models(settings: Settings, device: torch.device, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Sections 2 and 3 over ``settings.presets`` x ``settings.precisions``."""
+    """Sections 2 and 3 over ``settings.recipes`` x ``settings.precisions``."""
     rows = []
     for precision in settings.precisions:
-        for preset in settings.presets:
-            log(f"[models] {precision} {preset} batch={settings.model_batch}")
-            rows.append(bench_preset(preset, precision, settings, device))
+        for recipe in settings.recipes:
+            log(f"[models] {precision} {recipe} batch={settings.model_batch}")
+            rows.append(bench_recipe(recipe, precision, settings, device))
     return rows

@@ -43,7 +43,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .quality_recipes import DEFAULT_CONFIGS, DEFAULT_RECIPES, DESIGN_OBJECTIVE, PEER_BACKBONES, RECIPES
 
@@ -75,6 +76,7 @@ class Settings:
     jobs: int = 2
     n: int = 1000
     n_fid: int = 1000
+    fid_steps: list[int] = field(default_factory=lambda: [1, 2])  # the step counts FID is computed for
     fid_every_point: bool = False
     device: str = "cpu"
     eval_batch: int = 250
@@ -244,8 +246,9 @@ def train_run(plan: dict[str, Any], log: Callable[[str], None]) -> list[dict[str
 
 
 def eval_spec(s: Settings) -> dict[str, Any]:
-    return {"n": s.n, "n_fid": s.n_fid, "fd8_source": s.data, "fd8_heldout": s.fd8_heldout,
-            "fid_ref": s.fid_ref or s.data, "device": s.device, "batch_size": s.eval_batch, "threads": 1}
+    return {"n": s.n, "n_fid": s.n_fid, "fid_steps": s.fid_steps, "fd8_source": s.data,
+            "fd8_heldout": s.fd8_heldout, "fid_ref": s.fid_ref or s.data, "device": s.device,
+            "batch_size": s.eval_batch, "threads": 1}
 
 
 def eval_points(s: Settings, plan: dict[str, Any], grid: bool) -> list[dict[str, Any]]:
@@ -412,6 +415,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="runs side by side (default 2)")
     p.add_argument("--n", type=int, help="samples for fd8 and FID (cpu 1000, gpu 5000)")
     p.add_argument("--fid-n", type=int, help="samples for FID if not --n (0: no FID)")
+    p.add_argument("--fid-steps", default="1,2", help="step counts FID is computed for (default 1,2; fd8: always both)")
     p.add_argument("--fid-every-point", action=argparse.BooleanOptionalAction, default=None,
                    help="FID at every point, not just the final one (default: on for gpu)")
     p.add_argument("--data", help="training source (default: cifar10 where present, else the offline zip)")
@@ -443,6 +447,7 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
     return Settings(size=a.size, images=a.images or d["images"], batch=a.batch or d["batch"],
                     points=a.points or d["points"], jobs=a.jobs or d["jobs"], n=n,
                     n_fid=a.fid_n if a.fid_n is not None else n,
+                    fid_steps=[int(k) for k in a.fid_steps.split(",") if k],
                     fid_every_point=d["fid_every_point"] if a.fid_every_point is None else a.fid_every_point,
                     device=a.device or d["device"], eval_batch=a.eval_batch or d["eval_batch"], data=data,
                     fd8_heldout=heldout, fid_ref=a.fid_ref, recipes=[r for r in a.recipes.split(",") if r],

@@ -59,11 +59,11 @@ def fd8_reference(source: str, heldout: str | int, n: int) -> torch.Tensor:
     from ctcm.engine.evaluations import reference_images
 
     if isinstance(heldout, int) or str(heldout).isdigit():
-        train = build_dataset(source, 32, flip=False, split="train")
+        train = build_dataset(source, 32, split="train")
         h = int(heldout)
         ds = Subset(train, range(len(train) - h, len(train)))
     else:
-        ds = build_dataset(source, 32, flip=False, split=str(heldout))
+        ds = build_dataset(source, 32, split=str(heldout))
     return reference_images(ds, n, REF_SEED)
 
 
@@ -93,7 +93,6 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     from ctcm import load_checkpoint
     from ctcm.engine.learning_measure import data_distance
     from ctcm.engine.logging import save_grid
-    from ctcm.sampling import sample_all
 
     t0 = time.perf_counter()
     device = torch.device(spec["device"])
@@ -103,9 +102,9 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     bs = spec["batch_size"]
     for k in STEPS:
         n = max(spec["n"], spec["n_fid"] if entry.get("fid") else 0)
-        x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
+        x = model.sample(n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
         out[f"fd8_{k}step"] = data_distance(x[:spec["n"]], ref)["fd8"]
-        if entry.get("fid") and spec["n_fid"] > 0:
+        if entry.get("fid") and spec["n_fid"] > 0 and k in spec.get("fid_steps", STEPS):
             out[f"fid_{k}step"] = fid_of(x[:spec["n_fid"]], fid_net, fid_ref, bs)
         if entry.get("grid"):
             save_grid(x[:64], grid_path(path, k))
@@ -119,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(spec.get("threads", 1)))
     todo = [e for e in spec["checkpoints"]
             if (c := load_cached(e["path"], spec)) is None
-            or (e.get("fid") and spec["n_fid"] > 0 and "fid_1step" not in c)
+            or (e.get("fid") and spec["n_fid"] > 0
+                and any(f"fid_{k}step" not in c for k in spec.get("fid_steps", STEPS)))
             or (e.get("grid") and not grid_path(e["path"], 1).is_file())]
     fid_net = fid_ref = None
     if spec["n_fid"] > 0 and (not spec["checkpoints"] or any(e.get("fid") for e in todo)):

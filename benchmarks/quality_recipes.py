@@ -113,6 +113,10 @@ WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
     "w-mlp": ("per-block channel MLP (1x width)", ["model.backbone.channel_mlp=1.0"]),
     "w-modes4": ("4 Fourier modes instead of 8", ["model.backbone.modes=4"]),
     "w-deep": ("width 16, 4 blocks (vs 24, 2)", ["model.backbone.width=16", "model.backbone.n_layers=4"]),
+    "w-liftfilm": ("FiLM of the lifted input (Eq. 18d)", ["model.backbone.lift_film=true"]),
+    "w-fnolike": ("the FNO's features together: grid, time channels, lifting MLP, channel MLP, 1x1 local path",
+                  ["model.backbone.positional_grid=true", "model.backbone.time_channels=16",
+                   "model.backbone.lift_hidden=48", "model.backbone.channel_mlp=0.5", "model.backbone.local_kernel=1"]),
     "w-ms": ("U-shaped: 3 blocks at scales 1, 2, 1", ["model.backbone.n_layers=3",
                                                       "model.backbone.block_scales=[1, 2, 1]"]),
 }

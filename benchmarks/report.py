@@ -22,7 +22,7 @@ def _x(ratio: float | None) -> str:
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with the measured value and whether it is met (fp32 rows)."""
-    models = {r["preset"]: r for r in results["models"] if r["precision"] == "fp32"}
+    models = {r["recipe"]: r for r in results["models"] if r["precision"] == "fp32"}
     out: list[dict[str, Any]] = []
     w = models.get("wfno-cifar", {})
     jvp = w.get("ratio_to_forward", {}).get("jvp_nograd")
@@ -91,27 +91,27 @@ def markdown(results: dict[str, Any]) -> str:
             f"{'-' if diff is None else f'{diff:.1e}'} |")
 
     lines += ["", "### 2. JVP cost (ratio to a no-grad forward) and training step", "",
-              "| prec | preset | params | B | forward ms | fwd (grad) | fwd at 2B | JVP no grad | total_derivative | "
+              "| prec | recipe | params | B | forward ms | fwd (grad) | fwd at 2B | JVP no grad | total_derivative | "
               "JVP grad | finite diff (2 fwd) | step cons. ms | step cons.+tangent ms | tangent step ratio |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         q, t = r.get("ratio_to_forward", {}), r["times"]
-        med = lambda k: t.get(k, {}).get("median_s")  # noqa: E731
+        med = {k: v.get("median_s") for k, v in t.items()}.get
         lines.append(
-            f"| {r['precision']} | {r['preset']} | {r['params'] / 1e6:.2f}M | {r['batch']} | {_ms(med('forward'))} | "
+            f"| {r['precision']} | {r['recipe']} | {r['params'] / 1e6:.2f}M | {r['batch']} | {_ms(med('forward'))} | "
             f"{_x(q.get('forward_grad'))} | {_x(q.get('forward_double_batch'))} | {_x(q.get('jvp_nograd'))} | "
             f"{_x(q.get('total_derivative'))} | "
             f"{_x(q.get('jvp_grad'))} | {_x(q.get('finite_difference'))} | {_ms(med('step_consistency'))} | "
             f"{_ms(med('step_consistency_tangent'))} | {_x(r.get('tangent_step_ratio'))} |")
 
     lines += ["", "### 3. Throughput (images/s; training = consistency + 0.1 tangent step)", "",
-              "| prec | preset | params | B | train img/s | train (consistency only) img/s | one-step sampling img/s | "
+              "| prec | recipe | params | B | train img/s | train (consistency only) img/s | one-step sampling img/s | "
               "train vs unet-cifar |", "|---|---|---|---|---|---|---|---|"]
-    unet = {r["precision"]: r.get("train_images_per_s") for r in results["models"] if r["preset"] == "unet-cifar"}
+    unet = {r["precision"]: r.get("train_images_per_s") for r in results["models"] if r["recipe"] == "unet-cifar"}
     for r in results["models"]:
         base, ips = unet.get(r["precision"]), r.get("train_images_per_s")
         rel = _x(ips / base) if ips and base else "-"
-        lines.append(f"| {r['precision']} | {r['preset']} | {r['params'] / 1e6:.2f}M | {r['batch']} | "
+        lines.append(f"| {r['precision']} | {r['recipe']} | {r['params'] / 1e6:.2f}M | {r['batch']} | "
                      f"{ips or 0:.2f} | {r.get('train_consistency_images_per_s', 0):.2f} | "
                      f"{r.get('sample_images_per_s', 0):.2f} | {rel} |")
     if results.get("train"):
@@ -129,14 +129,14 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {r['precision']} | {r['batch']} | {_ms(t['step_flow_matching']['median_s'])} | "
                          f"{_ms(t['step_meanflow']['median_s'])} | {_x(q['step_meanflow'])} | "
                          f"{_ms(t['step_meanflow_func_jvp']['median_s'])} | {_x(q['step_meanflow_func_jvp'])} |")
-    errors = [(r["preset"], r["precision"], k, v) for r in results["models"] for k, v in r["errors"].items()]
+    errors = [(r["recipe"], r["precision"], k, v) for r in results["models"] for k, v in r["errors"].items()]
     if errors:
         lines += ["", "Failed measurements: " + "; ".join(f"{p} {q} {k}: {v}" for p, q, k, v in errors)]
     return "\n".join(lines) + "\n"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    """Left: fwd+bwd time of each layer per size (fp32). Right: JVP / step ratios per preset."""
+    """Left: fwd+bwd time of each layer per size (fp32). Right: JVP / step ratios per recipe."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,7 +165,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         vals = [r.get("ratio_to_forward", {}).get(k) or
                 r["times"].get(k, {}).get("median_s", 0) / r["times"].get("forward", {}).get("median_s", 1)
                 for k in keys]
-        ax2.bar([j + i * bar for j in range(len(keys))], vals, bar, label=f"{r['preset']} ({r['params'] / 1e6:.1f}M)")
+        ax2.bar([j + i * bar for j in range(len(keys))], vals, bar, label=f"{r['recipe']} ({r['params'] / 1e6:.1f}M)")
     ax2.axhline(TARGET_JVP, color="grey", ls="--", lw=0.8)
     ax2.set_xticks([j + 0.4 - bar / 2 for j in range(len(keys))])
     ax2.set_xticklabels(["JVP\nno grad", "JVP\ngrad", "finite diff\n(2 fwd)", "step\ncons.", "step\ncons.+tan."],

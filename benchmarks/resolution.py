@@ -32,21 +32,20 @@ def checkpoint_of(path: str) -> Path:
 
 
 def evaluate(path: Path, *, scale: int, n: int, fd8_ref: torch.Tensor, fid_net: Any, fid_ref: Any,
-             out: Path, batch_size: int = 250) -> dict[str, Any]:
+             out: Path, batch_size: int = 250, steps: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """fd8 and FID of native and of scale x (area-downsampled) samples, 1 and 2 steps; grids at scale x."""
     from ctcm import load_checkpoint
     from ctcm.engine.learning_measure import data_distance
     from ctcm.engine.logging import save_grid
-    from ctcm.sampling import sample_all
 
     model = load_checkpoint(path, weights="ema", map_location="cpu").eval()
     native = model.resolution
-    row: dict[str, Any] = {"checkpoint": str(path), "native": native, "scale": scale}
+    row: dict[str, Any] = {"checkpoint": str(path), "native": native, "scale": scale, "steps": list(steps)}
     name = path.parent.parent.name if path.name == "latest.pt" else path.stem
-    for k in (1, 2):
+    for k in steps:
         for res in (native, scale * native):
             model.resolution = res  # the sample shape: the only thing that changes
-            x = sample_all(model, n, steps=k, seed=SAMPLE_SEED, batch_size=batch_size).float()
+            x = model.sample(n, steps=k, seed=SAMPLE_SEED, batch_size=batch_size).float()
             if res != native:
                 save_grid(x[:64], out / f"{name}-{res}px-{k}step.png")
                 x = F.avg_pool2d(x, scale)
@@ -64,7 +63,7 @@ def markdown(rows: list[dict[str, Any]], n: int) -> str:
              "|---|---|---|---|---|---|"]
     for r in rows:
         s = f"x{r['scale']}"
-        for k in (1, 2):
+        for k in r["steps"]:
             lines.append(f"| `{r['checkpoint']}` | {k} | {r[f'fd8_{k}step_native']:.2f} | {r[f'fd8_{k}step_{s}']:.2f} "
                          f"| {r[f'fid_{k}step_native']:.1f} | {r[f'fid_{k}step_{s}']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -75,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("checkpoints", nargs="+", help="checkpoint files or run folders (their latest.pt)")
     p.add_argument("--scale", type=int, default=2, help="sample at scale x the training resolution (default 2)")
     p.add_argument("--n", type=int, default=1000, help="samples per set, and FID reference images (default 1000)")
+    p.add_argument("--steps", default="1,2", help="sampler step counts (default 1,2)")
     p.add_argument("--data", help="FID reference and fd8 held-out source (default: as the quality study)")
     p.add_argument("--out", default="benchmarks/results", help="folder of resolution.{json,md} and the grids")
     a = p.parse_args(argv)
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for c in paths:
-        rows.append(evaluate(c, scale=a.scale, n=a.n, fd8_ref=fd8_ref, fid_net=fid_net, fid_ref=fid_ref, out=out))
+        rows.append(evaluate(c, scale=a.scale, n=a.n, fd8_ref=fd8_ref, fid_net=fid_net, fid_ref=fid_ref, out=out,
+                             steps=tuple(int(k) for k in a.steps.split(",") if k)))
         print(json.dumps(rows[-1]), flush=True)
     (out / "resolution.json").write_text(json.dumps({"n": a.n, "data": source, "rows": rows}, indent=1))
     (out / "resolution.md").write_text(markdown(rows, a.n))

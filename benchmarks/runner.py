@@ -6,7 +6,8 @@ import datetime as _dt
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
@@ -25,7 +26,7 @@ SECTIONS = ("fft", "models", "train", "meanflow")
 
 def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path | None = None,
         tag: str | None = None, sections: tuple[str, ...] = SECTIONS, plot_png: bool = True,
-        clock: str | None = None, presets: tuple[str, ...] | None = None,
+        clock: str | None = None, recipes: tuple[str, ...] | None = None,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its files; returns the results dict.
 
@@ -37,7 +38,7 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
         sections: any of ``fft``, ``models``, ``train`` (the trainer's throughput, :mod:`benchmarks.throughput`)
             and ``meanflow`` (a MeanFlow step vs a flow-matching step, :mod:`benchmarks.meanflow_cost`).
         clock: ``wall`` or ``cpu`` (default: process CPU time on a CPU device, wall time on GPU).
-        presets: the models section's presets (default: all of :data:`benchmarks.settings.PRESETS`).
+        recipes: the models section's recipes (default: all of :data:`benchmarks.settings.RECIPES`).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bad = set(sections) - set(SECTIONS)
@@ -46,7 +47,7 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = settings_for(mode, dev.type)
     settings.clock = clock or ("cpu" if dev.type == "cpu" else "wall")
-    settings.presets = presets or settings.presets
+    settings.recipes = recipes or settings.recipes
     tag = tag or machine_tag(dev)
     results: dict[str, Any] = {
         "tag": tag, "mode": mode, "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -81,9 +82,12 @@ def write_report(json_path: str | Path, results: dict[str, Any] | None = None, *
     """Write the Markdown report (and plot) beside a results JSON (either benchmark); returns the Markdown."""
     json_path = Path(json_path)
     results = results if results is not None else json.loads(json_path.read_text())
-    render, draw = markdown, plot
     if results.get("kind") == "quality":  # ``python -m benchmarks quality``
-        from .quality_report import markdown as render, plot as draw  # noqa: F811
+        from . import quality_report
+
+        render, draw = quality_report.markdown, quality_report.plot
+    else:
+        render, draw = markdown, plot
     text = render(results)
     json_path.with_suffix(".md").write_text(text)
     if plot_png:

@@ -6,9 +6,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-PRESETS = ("wfno-cifar", "fno-cifar", "unet-cifar")
+RECIPES = ("wfno-cifar", "fno-cifar", "unet-cifar")
 
-# Tiny backbones with each preset's structure, for --smoke (the real presets take seconds per forward).
+# Tiny backbones with each recipe's structure, for --smoke (the real recipes take seconds per forward).
 SMOKE_BACKBONES: dict[str, dict[str, Any]] = {
     "wfno-cifar": {"width": 8, "n_layers": 1, "modes": 4},
     "fno-cifar": {"width": 8, "n_layers": 1, "modes": 4, "time_channels": 4},
@@ -27,7 +27,7 @@ class Settings:
     """What one run measures.
 
     ``fft_configs``: (width, modes, resolution, batch) of the spectral-layer section. ``model_batch``:
-    batch of the JVP / training / sampling section. ``backbone_overrides``: per-preset backbone kwargs
+    batch of the JVP / training / sampling section. ``backbone_overrides``: per-recipe backbone kwargs
     (smoke only). ``precisions``: ``fp32`` and, on GPU, ``bf16`` (autocast). ``clock``: ``wall`` or
     ``cpu`` (process CPU time, the default on CPU devices; see :func:`benchmarks.timing.measure`).
     """
@@ -40,10 +40,10 @@ class Settings:
     model_repeats: int
     matmul_n: int
     precisions: tuple[str, ...] = ("fp32",)
-    presets: tuple[str, ...] = PRESETS
+    recipes: tuple[str, ...] = RECIPES
     backbone_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     clock: str = "wall"
-    model_resolution: int | None = None  # None: the preset's (32); smoke uses 16
+    model_resolution: int | None = None  # None: the recipe's (32); smoke uses 16
     # (batch, precision, compile) of the trainer-throughput section; train_overrides: config overrides
     train_grid: list[tuple[int, str, bool]] = field(default_factory=list)
     train_overrides: list[str] = field(default_factory=list)

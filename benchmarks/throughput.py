@@ -14,7 +14,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import Dataset
@@ -68,7 +69,7 @@ def train_throughput(batch: int, precision: str, compile_model: bool | str, devi
 
             ctcm.compile_backbone(trainer.model, backend=compile_model)
         x0 = torch.rand(batch, 3, res, res, device=trainer.device) * 2 - 1
-        step: Callable[[], object] = lambda: trainer._train_step(x0)  # noqa: E731
+        step: Callable[[], object] = lambda: trainer._train_step(x0)
         t0 = time.perf_counter()
         step()
         synchronize(trainer.device)
@@ -106,7 +107,7 @@ def run_throughput(grid: list[tuple[int, str, bool | str]], device: torch.device
         try:
             rows.append(train_throughput(batch, precision, compiled, device, steps=steps, warmup=warmup,
                                          overrides=overrides, clock=clock))
-        except Exception as exc:  # noqa: BLE001 - recorded in the results
+        except Exception as exc:  # recorded in the results
             rows.append({"batch": batch, "precision": precision, "compile": compiled,
                          "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
         if device.type == "cuda":

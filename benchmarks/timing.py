@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
-from typing import Callable, ContextManager, Iterator
+from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -81,7 +82,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
-def precision_context(device: torch.device, precision: str) -> ContextManager:
+def precision_context(device: torch.device, precision: str) -> AbstractContextManager:
     """``fp32``: nothing; ``bf16``: autocast to bfloat16 on ``device`` (weights stay fp32)."""
     if precision == "fp32":
         return nullcontext()

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import BinaryIO
 from collections.abc import Callable
 
+from .errors import UserError
 
-class DiskFullError(OSError):
+
+class DiskFullError(UserError, OSError):
     """No space left while writing a file; the previous version of the file is kept."""
 
 

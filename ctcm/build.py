@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
-from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig, Recipe, merge
+from .config import ComponentConfig, ConfigError, ModelConfig, ObjectiveTermConfig, Recipe, coerce_kwargs, merge
 from .interfaces import Backbone, NoiseSchedule
 from .model import ConsistencyModel
 from .objective import Objective, WeightedSum
-from .registry import BACKBONES, OBJECTIVES, RECIPES, SCHEDULES, check_kwargs
-
-
-def get_recipe(name: str) -> Recipe:
-    """The :class:`Recipe` registered as ``name`` (a fresh copy)."""
-    recipe = RECIPES.get(name)()
-    if not isinstance(recipe, Recipe):
-        raise TypeError(f"recipe '{name}' returned {type(recipe).__name__}, expected ctcm.Recipe")
-    return copy.deepcopy(recipe)
+from .registry import BACKBONES, OBJECTIVES, SCHEDULES, Registry, check_kwargs, create_recipe
+from .errors import UserTypeError
 
 
 def _override(part: ComponentConfig, value: Any) -> ComponentConfig | Any:
@@ -39,7 +33,7 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
     (``backbone={"width": 32}``), a string picks another registered name (``backbone="my-net"``), and an
     instance is used as is (the model then stores no rebuildable config for that part).
     """
-    cfg = get_recipe(recipe).model if isinstance(recipe, str) else copy.deepcopy(recipe)
+    cfg = create_recipe(recipe).model if isinstance(recipe, str) else copy.deepcopy(recipe)
     if channels is not None:
         cfg.channels = channels
     if resolution is not None:
@@ -47,32 +41,91 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
     bb, sc = _override(cfg.backbone, backbone), _override(cfg.schedule, schedule)
     rebuildable = isinstance(bb, ComponentConfig) and isinstance(sc, ComponentConfig)
     if isinstance(bb, ComponentConfig):
-        cfg.backbone = bb
-        bb = _create_backbone(bb, cfg.channels)
+        cfg.backbone = resolve_component(BACKBONES, bb, "backbone", BACKBONE_CHANNELS)
+        bb = BACKBONES.get(bb.name)(in_channels=cfg.channels, out_channels=cfg.channels, **cfg.backbone.kwargs)
     elif not isinstance(bb, Backbone):
-        raise TypeError(f"backbone must be a dict, a registered name or a ctcm.Backbone, got {type(bb).__name__}")
+        raise UserTypeError(f"backbone must be a dict, a registered name or a ctcm.Backbone, got {type(bb).__name__}")
     if isinstance(sc, ComponentConfig):
-        cfg.schedule = sc
-        sc = SCHEDULES.create(sc.name, **sc.kwargs)
+        cfg.schedule = resolve_component(SCHEDULES, sc, "schedule")
+        sc = SCHEDULES.get(sc.name)(**cfg.schedule.kwargs)
     elif not isinstance(sc, NoiseSchedule):
-        raise TypeError(f"schedule must be a dict, a registered name or a NoiseSchedule, got {type(sc).__name__}")
+        raise UserTypeError(f"schedule must be a dict, a registered name or a NoiseSchedule, got {type(sc).__name__}")
     return ConsistencyModel(bb, sc, channels=cfg.channels, resolution=cfg.resolution,
                             config=cfg if rebuildable else None)
 
 
-def _create_backbone(part: ComponentConfig, channels: int) -> Backbone:
-    clash = {"in_channels", "out_channels"} & set(part.kwargs)
+BACKBONE_CHANNELS = ("in_channels", "out_channels")  # given by the model's ``channels``, never stored
+
+
+def resolve_component(registry: Registry[Any], part: ComponentConfig, kind: str,
+                      fixed: tuple[str, ...] = ()) -> ComponentConfig:
+    """``part`` with every constructor argument spelled out: the given ones typed against the constructor's
+    annotations (:func:`ctcm.config.coerce_kwargs`), then each default of the signature that ``part`` leaves
+    out (resolved now, so a later version's new default cannot change a stored model; diffusers' ConfigMixin
+    does the same). ``fixed`` names the arguments the caller supplies itself (the channels). Defaults that
+    are not plain data (YAML / ``weights_only`` safe) stay implicit; tuples are stored as lists.
+
+    Raises:
+        ConfigError: an argument in ``fixed`` given by the user, or a value of the wrong type.
+        ArgumentError: an argument the constructor does not take (the valid ones are listed).
+    """
+    what = f"{kind} '{part.name}'"
+    clash = set(fixed) & set(part.kwargs)
     if clash:
-        raise ConfigError(f"backbone argument(s) {sorted(clash)} come from the model's 'channels'; remove them")
-    factory = BACKBONES.get(part.name)
-    kwargs = {"in_channels": channels, "out_channels": channels, **part.kwargs}
-    check_kwargs(factory, kwargs, f"backbone '{part.name}'")
-    return factory(**kwargs)
+        raise ConfigError(f"{kind} argument(s) {sorted(clash)} come from the model's 'channels'; remove them")
+    factory = registry.get(part.name)
+    check_kwargs(factory, {**dict.fromkeys(fixed), **part.kwargs}, what)
+    given = coerce_kwargs(factory, part.kwargs, what)
+    try:
+        params: list[inspect.Parameter] = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    defaults = {p.name: p.default for p in params if p.kind in kinds and p.name not in fixed
+                and p.default is not inspect.Parameter.empty and _is_plain(p.default)}
+    resolved = {name: given.pop(name, default) for name, default in defaults.items()}
+    return ComponentConfig(part.name, _plain({**resolved, **given}))
+
+
+def stored_model(cfg: ModelConfig) -> ModelConfig:
+    """A model config read from a checkpoint, resolved (:func:`resolve_model`) after each backbone argument it
+    lacks is set from the backbone's ``legacy_defaults``: a stored config that lacks an argument was written
+    before every argument was stored (0.1/0.2), by a version whose default that was. So a 0.2 ``wfno``
+    checkpoint rebuilds the 0.2 design whatever today's defaults are."""
+    legacy = getattr(BACKBONES.get(cfg.backbone.name), "legacy_defaults", {})
+    kwargs = {**{k: copy.deepcopy(v) for k, v in legacy.items() if k not in cfg.backbone.kwargs},
+              **cfg.backbone.kwargs}
+    return resolve_model(ModelConfig(ComponentConfig(cfg.backbone.name, kwargs), cfg.schedule, cfg.channels,
+                                     cfg.resolution))
+
+
+def resolve_model(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with its backbone's and schedule's arguments spelled out (:func:`resolve_component`): how a
+    0.1/0.2 checkpoint, which stored only the arguments a user gave, is compared with a current config."""
+    return ModelConfig(resolve_component(BACKBONES, cfg.backbone, "backbone", BACKBONE_CHANNELS),
+                       resolve_component(SCHEDULES, cfg.schedule, "schedule"), cfg.channels, cfg.resolution)
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (YAML's safe dumper writes no tuples)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def build_objective(spec: str | Recipe | list[ObjectiveTermConfig]) -> Objective:
     """The weighted sum of a recipe's (or a list's) objective terms: ``sum_i w_i create_objective(name_i)``."""
-    terms = get_recipe(spec).objective if isinstance(spec, str) else (
+    terms = create_recipe(spec).objective if isinstance(spec, str) else (
         spec.objective if isinstance(spec, Recipe) else spec)
     if not terms:
         raise ConfigError("the objective has no terms; give at least one {name: ..., weight: ...}")

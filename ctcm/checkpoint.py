@@ -19,17 +19,19 @@ from torch import nn
 from .atomic import atomic_write
 from .config import ModelConfig, from_dict, model_dict_from_v01, to_dict
 from .devices import parse_device
+from .errors import UserError
 
 if TYPE_CHECKING:
     from .model import ConsistencyModel
 
 from .runtime import unwrap
+from .errors import UserValueError
 
 FORMAT = "ctcm-checkpoint/1"
 CHECKSUM_KEY = "tensor_sha256"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, truncated, corrupted, not ours, or holds more than plain data."""
 
 
@@ -152,11 +154,11 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
         weights: ``ema`` (the averaged weights when the checkpoint has them, else the live ones) or
             ``model`` (the live training weights).
     """
-    from .build import build
+    from .build import build, stored_model
     from .registry import RegistryError
 
     if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+        raise UserValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     if isinstance(map_location, (str, torch.device)):
         map_location = parse_device(map_location)
     payload = read_checkpoint(path, map_location)
@@ -166,7 +168,7 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
             f"model.load_state_dict(ctcm.read_checkpoint(path)['model'])"
         )
     try:
-        model = build(from_dict(ModelConfig, model_dict_from_v01(payload["config"])[0]))
+        model = build(stored_model(from_dict(ModelConfig, model_dict_from_v01(payload["config"])[0])))
     except RegistryError as exc:
         raise CheckpointError(f"cannot rebuild the model of {path}: {exc}{_registry_hint(exc)}") from exc
     state = network_weights(payload, weights)

@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import yaml
 
 from .atomic import atomic_write_text
+from .errors import UserValueError
 
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A config that cannot be read: unknown key, wrong type, bad override."""
 
 
@@ -125,10 +126,9 @@ def merge(base: Any, override: Any) -> Any:
 # -- generic dataclass <-> dict ------------------------------------------------------------------------------
 def to_dict(obj: Any) -> Any:
     """A dataclass tree as plain dicts/lists/scalars (YAML- and ``weights_only``-safe)."""
-    if hasattr(obj, "to_dict") and dataclasses.is_dataclass(obj):
-        return obj.to_dict()
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        own = getattr(obj, "to_dict", None)  # a config with its own layout (ComponentConfig, ...)
+        return own() if own is not None else {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -144,12 +144,13 @@ def from_dict(cls: type[C], data: Any, where: str = "") -> C:
     Raises:
         ConfigError: unknown keys (the valid keys are listed), a missing required key, or a wrong type.
     """
-    if hasattr(cls, "from_dict"):
-        return cls.from_dict(data, where)  # type: ignore[attr-defined]
+    own = getattr(cls, "from_dict", None)  # a config with its own layout (ComponentConfig, ...)
+    if own is not None:
+        return own(data, where)
     label = where or cls.__name__
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__} {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls)) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{label}: unknown key(s) {unknown}. Valid keys: {sorted(fields)}.")
@@ -171,7 +172,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, where) if len(inner) == 1 else value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin is list:
         if not isinstance(value, (list, tuple)):
@@ -195,6 +196,25 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def coerce_kwargs(factory: Any, kwargs: dict[str, Any], what: str) -> dict[str, Any]:
+    """``kwargs`` typed against the annotations of ``factory``'s parameters, as dataclass fields are typed
+    (:func:`from_dict`): ``dropout: 5e-2`` (a string to YAML 1.1) becomes the float 0.05, ``width: 64.0`` the
+    int 64. Parameters without a usable annotation pass through.
+
+    Raises:
+        ConfigError: a value that cannot be read as its parameter's type (one line naming both).
+    """
+    if isinstance(factory, type) and not dataclasses.is_dataclass(factory):  # its __init__'s annotations
+        target = next(vars(c)["__init__"] for c in factory.__mro__ if "__init__" in vars(c))
+    else:  # a function, or a dataclass: its fields' annotations, each resolved in its own class's module
+        target = factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # annotations naming what the module cannot resolve at run time: no coercion
+        hints = {}
+    return {k: _coerce(hints[k], v, f"{what} argument {k}") if k in hints else v for k, v in kwargs.items()}
 
 
 # -- YAML and command-line overrides --------------------------------------------------------------------------

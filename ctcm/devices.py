@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UserValueError
 
-class DeviceError(ValueError):
+
+class DeviceError(UserValueError):
     """A device string that names no device, or a device this machine does not have."""
 
 

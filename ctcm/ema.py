@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from .runtime import unwrap
+from .errors import UserValueError
 
 
 def decay_from_half_life(half_life_images: float, batch_size: int) -> float:
     """beta = 0.5 ** (batch_size / half_life_images): the EMA weight of an image halves every
     ``half_life_images`` images seen (EDM's ema_halflife_kimg, in images)."""
     if half_life_images <= 0 or batch_size <= 0:
-        raise ValueError("half_life_images and batch_size must be positive")
+        raise UserValueError("half_life_images and batch_size must be positive")
     return 0.5 ** (batch_size / half_life_images)
 
 
@@ -29,13 +30,13 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float | None = None, *, half_life_images: float | None = None,
                  batch_size: int | None = None) -> None:
         if (decay is None) == (half_life_images is None):
-            raise ValueError("give exactly one of decay or half_life_images (with batch_size)")
+            raise UserValueError("give exactly one of decay or half_life_images (with batch_size)")
         if decay is None:
             if batch_size is None or half_life_images is None:
-                raise ValueError("half_life_images needs batch_size")
+                raise UserValueError("half_life_images needs batch_size")
             decay = decay_from_half_life(half_life_images, batch_size)
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
+            raise UserValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
         self.num_updates = 0
         self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)

@@ -1,5 +1,15 @@
-"""The one error path of every command line: a known error prints one line (the problem and the fix) and
-exits 2; ``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback."""
+"""Errors written for the user, and the one error path of every command line.
+
+Every error ctcm raises for a mistake in what it was given (an option, a config, a path, data, a checkpoint,
+a device) subclasses :class:`UserError`; its message names the problem and the fix. A command prints such an
+error on one line and exits with its ``exit_code`` (2; a diverged run: 1); ``--debug`` shows the traceback
+instead. Anything else (a ``TypeError`` or ``ValueError`` from a bug, in ctcm or in torch) is not caught and
+keeps its traceback. Operating-system errors (``OSError``: a missing file, no permission, a full disk) are
+the environment's and are also reported on one line.
+
+This module is the bottom layer: it imports nothing from ctcm, so every module may raise these errors and
+the error path hides no import-time failure of the rest of the library.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +19,24 @@ import sys
 from collections.abc import Callable
 
 USAGE_EXIT = 2  # an everyday mistake: bad option, config, path, device, checkpoint, data
-FAILED_EXIT = 1  # the run itself failed (training diverged: NonFiniteError)
+FAILED_EXIT = 1  # the run itself failed (training diverged: ctcm.engine.NonFiniteError)
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is written for the user (each names the problem and the fix)."""
-    from .atomic import DiskFullError
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data.sources import DataError
-    from .devices import DeviceError
-    from .engine.rundir import RunFolderError
-    from .metrics.network import FeatureNetworkError
-    from .registry import ArgumentError, RegistryError
+class UserError(Exception):
+    """A mistake of the user's, with a message that names the problem and the fix (one line on the CLI).
 
-    return (ConfigError, CheckpointError, DataError, DeviceError, RegistryError, ArgumentError, RunFolderError,
-            DiskFullError, FeatureNetworkError, FileNotFoundError, PermissionError, ValueError)
+    Library errors subclass it together with the built-in type a caller would expect (``ConfigError`` is a
+    ``UserError`` and a ``ValueError``), so ``except ValueError`` keeps working in Python code."""
+
+    exit_code: int = USAGE_EXIT
+
+
+class UserValueError(UserError, ValueError):
+    """A value outside what a function, constructor or option accepts (plugins raise it for bad arguments)."""
+
+
+class UserTypeError(UserError, TypeError):
+    """An object of the wrong kind where the user supplies one (a plain ``nn.Module`` as a backbone, ...)."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -42,25 +54,13 @@ def add_debug_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(prog: str, entry: Callable[[list[str]], int | None], argv: list[str]) -> int:
-    """Call ``entry(argv)``; a known error becomes ``prog: error: ...`` on stderr and exit 2 (a diverged run:
-    exit 1). With ``--debug`` in ``argv`` the exception propagates with its traceback."""
-    from .engine.trainer import NonFiniteError
-
-    debug = "--debug" in argv
+    """Call ``entry(argv)``; a :class:`UserError` or ``OSError`` becomes ``prog: error: ...`` on stderr and its
+    exit code (``OSError``: 2). Every other exception propagates with its traceback, and so does every
+    exception when ``--debug`` is in ``argv``."""
     try:
         return int(entry(argv) or 0)
-    except NonFiniteError as exc:
-        if debug:
+    except (UserError, OSError) as exc:
+        if "--debug" in argv:
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        return FAILED_EXIT
-    except known_errors() as exc:
-        if debug:
-            raise
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        return USAGE_EXIT
-    except OSError as exc:  # disk full, read-only file system, ...: the OS names the problem and the file
-        if debug:
-            raise
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        return USAGE_EXIT
+        return exc.exit_code if isinstance(exc, UserError) else USAGE_EXIT

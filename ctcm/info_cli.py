@@ -19,8 +19,8 @@ def _main(argv: list[str]) -> int:
                                 "imported).")
     add_debug_option(p)
     p.parse_args(argv)
-    for label, names in (("recipes", registry.list_models()), ("backbones", registry.list_backbones()),
+    for label, names in (("recipes", registry.list_recipes()), ("backbones", registry.list_backbones()),
                          ("schedules", registry.list_schedules()), ("objectives", registry.list_objectives()),
-                         ("time distributions", registry.TIME_DISTRIBUTIONS.names()), ("gaps", registry.GAPS.names())):
+                         ("time distributions", registry.list_time_distributions()), ("gaps", registry.list_gaps())):
         print(f"{label}: {', '.join(names)}")
     return 0

@@ -7,13 +7,16 @@ Equation numbers refer to ``docs/maths.md``.
 from __future__ import annotations
 
 import abc
+import inspect
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from typing_extensions import Self, override  # typing's own from Python 3.11 / 3.12
+
+from .errors import UserTypeError, UserValueError
 
 
 class ComplexSafeModule(nn.Module):
@@ -57,6 +60,10 @@ class Backbone(ComplexSafeModule, abc.ABC):
     out_channels: int
     resolution_agnostic: bool = False
     time_inputs: int = 1
+    #: the values of constructor arguments whose default has changed (or that did not exist) as checkpoints
+    #: written before 0.3 built them: those stored only the arguments a user gave, so an argument missing
+    #: from a stored config takes its value here, not today's default (:func:`ctcm.build.stored_model`)
+    legacy_defaults: ClassVar[Mapping[str, Any]] = {}
 
     @abc.abstractmethod
     def forward(self, x: Tensor, c_noise: Tensor, **cond: Any) -> Tensor:
@@ -82,11 +89,15 @@ class Backbone(ComplexSafeModule, abc.ABC):
             d_out = self.forward_and_tangent(x, dx, c_noise, dc_noise, **cond)[1]
         return out, d_out
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0,
+                        world_size: int = 1) -> None:
         """Draw new per-step randomness (called once per training step, before any forward); default none.
 
         Every forward of one step (the differentiable one, the no-grad target, the JVP) then sees the same
-        randomness, as consistency training requires (ECT shares dropout masks across the two branches)."""
+        randomness, as consistency training requires (ECT shares dropout masks across the two branches).
+        ``generator`` is in the same state on every rank; randomness drawn per sample (dropout masks) must be
+        drawn for the global batch of ``world_size`` x the local one, this rank (``rank``) keeping its slice,
+        so that W ranks see the draws of one process. Per-step randomness (weight-drop) ignores them."""
 
 
 REQUIRED_BACKBONE_ATTRIBUTES = ("in_channels", "out_channels", "resolution_agnostic")
@@ -95,17 +106,24 @@ REQUIRED_BACKBONE_ATTRIBUTES = ("in_channels", "out_channels", "resolution_agnos
 def check_backbone(backbone: Any) -> None:
     """Raise a TypeError naming what is missing when ``backbone`` does not fulfil the contract."""
     if not isinstance(backbone, Backbone):
-        raise TypeError(f"a backbone must subclass ctcm.Backbone (it supplies forward_and_tangent and "
-                        f"resample_noise_), got {type(backbone).__name__}")
+        raise UserTypeError(f"a backbone must subclass ctcm.Backbone (it supplies forward_and_tangent and "
+                            f"resample_noise_), got {type(backbone).__name__}")
     missing = [a for a in REQUIRED_BACKBONE_ATTRIBUTES if not hasattr(backbone, a)]
     if missing:
-        raise TypeError(
+        raise UserTypeError(
             f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__. "
             f"Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
         )
     if backbone.time_inputs not in (1, 2):
         raise TypeError(f"backbone {type(backbone).__name__}: time_inputs must be 1 (f(x, t)) or 2 (a flow map "
                         f"X(x, t, r)), got {backbone.time_inputs!r}")
+    params = inspect.signature(backbone.resample_noise_).parameters
+    if not {"rank", "world_size"} <= set(params) and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise UserTypeError(
+            f"backbone {type(backbone).__name__}.resample_noise_ must take the keyword arguments rank and "
+            f"world_size (its slice of the global batch under DDP); declare it as "
+            f"resample_noise_(self, generator=None, *, rank=0, world_size=1)"
+        )
 
 
 class NoiseSchedule(abc.ABC):
@@ -161,8 +179,8 @@ class NoiseSchedule(abc.ABC):
         X(x, t, r) = c_skip x + c_out F(c_in x, (c_noise(t), c_noise(t) - c_noise(r))) (Eq. 32), with
         c_skip(t, t) = 1 and c_out(t, t) = 0 exactly, and equal to :meth:`coefficients` at r = t_min.
         t, r (B,). A schedule without one refuses two-time backbones (this default)."""
-        raise ValueError(f"the {type(self).__name__} schedule has no two-time (flow-map) parameterisation; "
-                         f"use schedule 'linear' with a backbone of time_inputs=2, or time_inputs=1 here")
+        raise UserValueError(f"the {type(self).__name__} schedule has no two-time (flow-map) parameterisation; "
+                              f"use schedule 'linear' with a backbone of time_inputs=2, or time_inputs=1 here")
 
     def flow_map_coefficients_with_rates(self, t: Tensor, r: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """(:meth:`flow_map_coefficients`, their d/dt at fixed r) (Eq. 33); default one ``torch.func.jvp``."""
@@ -174,6 +192,15 @@ class NoiseSchedule(abc.ABC):
         best-performing pair (t, t - r) on the linear schedule; (c_noise(t), 0) at r = t."""
         c = self.c_noise(t)
         return torch.stack([c, c - self.c_noise(r)], dim=1)
+    def first_time_outside(self, t: Tensor) -> float | None:
+        """The first entry of ``t`` that is not finite or lies outside [t_min, t_max] (float32 rounding of an
+        endpoint is allowed), or None when every entry is in range. One device sync: call it where t enters
+        (a user's call, a time distribution's first draw), not on every step of a training loop."""
+        lo, hi = float(self.t_min), float(self.t_max)
+        tol = 1e-5 * (hi - lo) + 1e-7
+        plain = t.detach().real if t.is_complex() else t.detach()
+        bad = ~(torch.isfinite(plain) & (plain >= lo - tol) & (plain <= hi + tol))
+        return float(plain[bad][0]) if bool(bad.any()) else None
 
     # -- noise level in data units ----------------------------------------------------------------------------
     def edm_sigma(self, t: Tensor) -> Tensor:

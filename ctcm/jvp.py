@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from .errors import UserTypeError, UserValueError
 
 
 def total_derivative(fn: Callable[[Tensor, Tensor], Tensor], x_t: Tensor, t: Tensor,
@@ -24,12 +25,12 @@ def total_derivative(fn: Callable[[Tensor, Tensor], Tensor], x_t: Tensor, t: Ten
     the call in ``torch.no_grad()`` when only the tangent is needed (it halves the memory).
     """
     if isinstance(fn, torch.nn.parallel.DistributedDataParallel):
-        raise TypeError(
+        raise UserTypeError(
             "torch.func.jvp cannot run through DistributedDataParallel; pass model.module. Gradients through "
             "its output then bypass DDP's synchronisation: use it under torch.no_grad() for the tangent only, "
             "as the tangent objective does, and take the differentiable forward through the DDP wrapper."
         )
     if dx_dt.shape != x_t.shape:
-        raise ValueError(f"dx_dt has shape {tuple(dx_dt.shape)} but x_t has {tuple(x_t.shape)}")
+        raise UserValueError(f"dx_dt has shape {tuple(dx_dt.shape)} but x_t has {tuple(x_t.shape)}")
     f, df_dt = torch.func.jvp(fn, (x_t, t), (dx_dt, torch.ones_like(t)))[:2]
     return f, df_dt

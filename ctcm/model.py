@@ -3,7 +3,7 @@ its two-time generalisation, the flow map X_theta(x_t, t, r) (Eq. 32), for a bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,8 @@ from torch import Tensor
 
 from .config import ModelConfig
 from .interfaces import Backbone, ComplexSafeModule, NoiseSchedule, check_backbone, expand_like
-from .sampling import sample_all
+from . import sampling
+from .errors import UserTypeError, UserValueError
 
 
 @dataclass
@@ -56,7 +57,7 @@ class ConsistencyModel(ComplexSafeModule):
         super().__init__()
         check_backbone(backbone)
         if backbone.in_channels != channels or backbone.out_channels != channels:
-            raise ValueError(
+            raise UserValueError(
                 f"backbone maps {backbone.in_channels} -> {backbone.out_channels} channels but the data has "
                 f"{channels}; build the backbone with in_channels=out_channels={channels}"
             )
@@ -71,20 +72,20 @@ class ConsistencyModel(ComplexSafeModule):
     #: the network outside the schedule's range on purpose (advanced use: the output is then extrapolated).
     validate_time: bool = True
 
-    def _check_inputs(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """Shape, dtype, batch size and (unless ``validate_time`` is False) the range and finiteness of t;
-        returns t as a (B,) tensor of x's dtype and device. The images are not scanned (too costly)."""
+    def _check_inputs(self, x: Tensor, t: Tensor | float, check_time: bool = True) -> Tensor:
+        """Shape, dtype, batch size and (when ``check_time`` and ``validate_time``) the range and finiteness of
+        t; returns t as a (B,) tensor of x's dtype and device. The images are not scanned (too costly)."""
         if not torch.is_tensor(x):
-            raise TypeError(f"x must be a tensor of images (B, {self.channels}, H, W), got {type(x).__name__}")
+            raise UserTypeError(f"x must be a tensor of images (B, {self.channels}, H, W), got {type(x).__name__}")
         if not (x.is_floating_point() or x.is_complex()):
-            raise TypeError(f"x must be floating-point images in [-1, 1], got dtype {x.dtype}; convert uint8 images "
-                            f"with x.float() / 127.5 - 1")
+            raise UserTypeError(f"x must be floating-point images in [-1, 1], got dtype {x.dtype}; convert uint8 "
+                                f"images with x.float() / 127.5 - 1")
         if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+            raise UserValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
         if x.shape[0] == 0:
-            raise ValueError("x is an empty batch (B = 0); pass at least one image")
+            raise UserValueError("x is an empty batch (B = 0); pass at least one image")
         if not self.backbone.resolution_agnostic and tuple(x.shape[-2:]) != (self.resolution,) * 2:
-            raise ValueError(
+            raise UserValueError(
                 f"this backbone works at {self.resolution}x{self.resolution} only, got "
                 f"{x.shape[-2]}x{x.shape[-1]}; resize the input or use a resolution-agnostic backbone"
             )
@@ -92,8 +93,8 @@ class ConsistencyModel(ComplexSafeModule):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
-        if self.validate_time:
+            raise UserValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        if check_time and self.validate_time:
             self._check_time(t)
         return t
 
@@ -102,25 +103,25 @@ class ConsistencyModel(ComplexSafeModule):
         """Whether this model is a flow map X(x, t, r) (a backbone with two time inputs), not only f(x, t)."""
         return self.backbone.time_inputs == 2
 
-    def _check_target(self, t: Tensor, r: Tensor | float | None) -> Tensor | None:
+    def _check_target(self, t: Tensor, r: Tensor | float | None, check_time: bool = True) -> Tensor | None:
         """r as a (B,) tensor like t in [t_min, t] for a flow map (None: t_min); None for a consistency model,
-        which maps to t_min only."""
+        which maps to t_min only. The range is checked when ``check_time`` and ``validate_time`` (a device sync)."""
         if r is None:
             return torch.full_like(t, self.schedule.t_min) if self.flow_map else None
         r = torch.as_tensor(r, dtype=t.dtype, device=t.device)
         r = r.expand(t.shape) if r.ndim == 0 else r
         if r.shape != t.shape:
-            raise ValueError(f"r must be a scalar or have shape {tuple(t.shape)}, got {tuple(r.shape)}")
+            raise UserValueError(f"r must be a scalar or have shape {tuple(t.shape)}, got {tuple(r.shape)}")
         if not self.flow_map:
             if bool((r != self.schedule.t_min).any()):
-                raise ValueError("this consistency model maps to r = t_min only; build its backbone with "
-                                 "time_inputs=2 (and schedule 'linear') for a flow map to any r")
+                raise UserValueError("this consistency model maps to r = t_min only; build its backbone with "
+                                     "time_inputs=2 (and schedule 'linear') for a flow map to any r")
             return None
-        if self.validate_time:
+        if check_time and self.validate_time:
             self._check_time(r)
             tol = 1e-5 * (self.schedule.t_max - self.schedule.t_min)
             if bool((r.detach() > t.detach() + tol).any()):
-                raise ValueError("a flow map jumps back in time: r must be <= t for every sample")
+                raise UserValueError("a flow map jumps back in time: r must be <= t for every sample")
         return r
 
     def _coefficients(self, t: Tensor, r: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -136,15 +137,12 @@ class ConsistencyModel(ComplexSafeModule):
         return self.schedule.coefficients_with_rates(t)
 
     def _check_time(self, t: Tensor) -> None:
-        lo, hi = float(self.schedule.t_min), float(self.schedule.t_max)
-        tol = 1e-5 * (hi - lo) + 1e-7  # float32 rounding of an endpoint is not an error
-        plain = t.detach().real if t.is_complex() else t.detach()
-        bad = ~(torch.isfinite(plain) & (plain >= lo - tol) & (plain <= hi + tol))
-        if bool(bad.any()):
-            first = float(plain[bad][0])
-            raise ValueError(f"t must be finite and in the schedule's range [t_min, t_max] = [{lo:.6g}, {hi:.6g}], "
-                             f"got {first!r} ({type(self.schedule).__name__}); set model.validate_time = False "
-                             f"to evaluate outside it on purpose")
+        first = self.schedule.first_time_outside(t)
+        if first is not None:
+            lo, hi = self.schedule.t_min, self.schedule.t_max
+            raise UserValueError(f"t must be finite and in the schedule's range [t_min, t_max] = [{lo:.6g}, "
+                                 f"{hi:.6g}], got {first!r} ({type(self.schedule).__name__}); set "
+                                 f"model.validate_time = False to evaluate outside it on purpose")
 
     # -- the consistency function -----------------------------------------------------------------------------
     def raw(self, x: Tensor, t: Tensor, r: Tensor | None = None, **cond: Any) -> Tensor:
@@ -154,7 +152,7 @@ class ConsistencyModel(ComplexSafeModule):
         return self.backbone(expand_like(c_in, x) * x, c_noise, **cond)
 
     def forward(self, x: Tensor, t: Tensor | float, r: Tensor | float | None = None, *, return_raw: bool = False,
-                tangent_along: Tensor | None = None,
+                tangent_along: Tensor | None = None, check_time: bool = True,
                 **cond: Any) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, TimeDerivative]:
         """f_theta(x_t, t; cond) (Eq. 3), or the flow map X_theta(x_t, t, r; cond) (Eq. 32). x (B, C, H, W); t, r (B,)
         or scalars, t_min <= r <= t (r = None: t_min, the consistency function; a consistency model accepts
@@ -165,34 +163,39 @@ class ConsistencyModel(ComplexSafeModule):
         ``tangent_along`` = dx_t/dt (B, C, H, W): returns (f, F, d) with d the :class:`TimeDerivative` at
         (x, t) along it computed without a graph (stop-gradient), in one pass with the differentiable f
         (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s (d/dt at fixed r).
+
+        ``check_time=False`` skips the range check of t and r (a device sync): for callers whose times are in range
+        by construction, such as the objectives' training times (checked where they are drawn).
         """
-        t = self._check_inputs(x, t)
-        r = self._check_target(t, r)
+        t = self._check_inputs(x, t, check_time)
+        r = self._check_target(t, r, check_time)
         if tangent_along is not None:
             if tangent_along.shape != x.shape:
-                raise ValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
-                                 f"{tuple(tangent_along.shape)}")
+                raise UserValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
+                                     f"{tuple(tangent_along.shape)}")
             return self._forward_with_time_derivative(x, t, tangent_along, r, **cond)
         c_skip, c_out, c_in, c_noise = self._coefficients(t, r)
         raw = self.backbone(expand_like(c_in, x) * x, c_noise, **cond)
         f = expand_like(c_skip, x) * x + expand_like(c_out, x) * raw
         return (f, raw) if return_raw else f
 
-    def resample_noise_(self, generator: torch.Generator | None = None) -> None:
-        """Draw the backbone's per-step randomness (see :meth:`ctcm.Backbone.resample_noise_`)."""
-        self.backbone.resample_noise_(generator)
+    def resample_noise_(self, generator: torch.Generator | None = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """Draw the backbone's per-step randomness, this rank's slice of it under DDP (see
+        :meth:`ctcm.Backbone.resample_noise_`)."""
+        self.backbone.resample_noise_(generator, rank=rank, world_size=world_size)
 
-    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, r: Tensor | float | None = None,
-                        **cond: Any) -> TimeDerivative:
+    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, r: Tensor | float | None = None, *,
+                        check_time: bool = True, **cond: Any) -> TimeDerivative:
         """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11), at fixed ``cond``; for
         a flow map X(x, t, r) and its d/dt at fixed r (Eq. 33).
 
         The backbone's :meth:`ctcm.Backbone.forward_and_tangent` gives (F, dF) along d/dt (c_in x, c_noise)
         (its own forward mode, Eq. 20, or ``torch.func.jvp`` by default). Returns a :class:`TimeDerivative`;
         ``.df_dt()`` is the exact total derivative, equal to :func:`ctcm.total_derivative` of :meth:`forward`.
+        ``check_time``: as in :meth:`forward`.
         """
-        t = self._check_inputs(x, t)
-        values, rates = self._coefficients_with_rates(t, self._check_target(t, r))
+        t = self._check_inputs(x, t, check_time)
+        values, rates = self._coefficients_with_rates(t, self._check_target(t, r, check_time))
         u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
         raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)
         return self._assemble(x, dx_dt, values, rates, raw, d_raw)
@@ -224,18 +227,32 @@ class ConsistencyModel(ComplexSafeModule):
                               network=d_skip * x + c_out * d_raw, path=c_skip * dx_dt + d_out * raw)
 
     # -- sampling ---------------------------------------------------------------------------------------------
+    def sample_batches(self, n: int, **options: Any) -> Iterator[tuple[int, Tensor]]:
+        """:func:`ctcm.sampling.sample_batches` of this model: ``(first_index, images)`` for this rank's share of
+        images 0..n-1 of run ``seed``, with the schedule, the image shape (C, R, R) and the device and dtype
+        of the weights filled in. ``options``: ``seed``, ``steps``, ``t_mid``, ``times``, ``batch_size``,
+        ``rank``, ``world_size``, ``cond``, ``clip``."""
+        param = next(self.parameters(), None)
+        device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+        shape = (self.channels, self.resolution, self.resolution)
+        return sampling.sample_batches(self, n, schedule=self.schedule, shape=shape, device=device, dtype=dtype,
+                                       flow_map=self.flow_map, **options)
+
     def sample(self, n: int, *, steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
-               seed: int | None = None, cond: dict[str, Tensor] | None = None, clip: bool = True) -> Tensor:
-        """Images 0..n-1 of run ``seed`` (n, C, R, R), in [-1, 1] when ``clip``: a convenience over
-        :func:`ctcm.sampling.sample_all` (the same images as ``ctcm sample --seed SEED``).
+               seed: int | None = None, batch_size: int | None = None, cond: dict[str, Tensor] | None = None,
+               clip: bool = True) -> Tensor:
+        """Images 0..n-1 of run ``seed`` (n, C, R, R), in [-1, 1] when ``clip`` (the same images as ``ctcm
+        sample --seed SEED``, for any ``batch_size``; default: one batch of n).
 
         One (``steps=1``), two (``steps=2``, intermediate time ``t_mid``) or ``len(times)`` network
-        evaluations. ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...).
+        evaluations (Eq. 12; a flow map's jumps, Eq. 35). ``seed=None`` draws one from torch's global generator.
+        ``cond``: tensors (n, ...).
         """
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()))
-        return sample_all(self, n, seed=seed, steps=steps, t_mid=t_mid, times=times, batch_size=n, cond=cond,
-                          clip=clip)
+        batches = self.sample_batches(n, seed=seed, steps=steps, t_mid=t_mid, times=times, batch_size=batch_size or n,
+                                      cond=cond, clip=clip)
+        return torch.cat([x for _, x in batches])
 
 
 def compile_backbone(model: ConsistencyModel, **options: Any) -> ConsistencyModel:

@@ -9,18 +9,18 @@ f_theta(x_t, t): a term's extra cost is only what it adds (a target forward, a J
 from __future__ import annotations
 
 import abc
-import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
 from .runtime import unwrap
 from .time_distributions import TimeDistribution, TimePairDistribution, make_time_distribution
+from .errors import UserValueError
 
 if TYPE_CHECKING:
     from .model import ConsistencyModel, TimeDerivative
@@ -28,12 +28,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class LossOutput:
-    """``loss``: scalar tensor to minimise; ``logs``: floats to report, one per term (plus any extras);
+    """``loss``: scalar tensor to minimise; ``logs``: what to report, one per term (plus any extras), as detached
+    0-dim tensors (or floats): converting a device tensor to a float waits for the device, so the engine does
+    it once per ``log_every`` steps, for every log together (EDM's ``training_stats`` does the same).
     ``explain``: optional, called only when the loss is not finite, says what made it so (the trainer's guard
     reports it)."""
 
     loss: Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
     explain: Callable[[], str] | None = None
 
 
@@ -78,37 +80,51 @@ class ObjectiveContext:
         return self.net.schedule
 
     def randn_like(self, x: Tensor) -> Tensor:
+        """N(0, I) draws shaped like ``x`` (B, ...), drawn for the global batch (a term's own extra randomness:
+        drawn after :attr:`t`, :attr:`noise` and :attr:`uniform`, in the order the terms ask for it)."""
         shape = (x.shape[0] * self.world_size, *x.shape[1:])
         return self._shard(torch.randn(shape, generator=self.generator, device=x.device, dtype=x.dtype))
 
     def rand(self, n: int) -> Tensor:
+        """(n,) U[0, 1) draws for this rank's n samples (a term's own extra randomness, as :meth:`randn_like`)."""
         return self._shard(torch.rand(n * self.world_size, generator=self.generator, device=self.x0.device,
                                       dtype=self.x0.dtype))
 
     @cached_property
-    def _times(self) -> tuple[Tensor, Tensor | None]:
+    def _draws(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """(t, r, eps, u), drawn together in this fixed order on first use of any of them: whichever term asks
+        first, the generator yields the same values (the same seed gives the same run for any order of the
+        terms), and the backbone's dropout masks, drawn by the first forward, always come after them. r comes
+        with t from a :class:`ctcm.TimePairDistribution` (None otherwise)."""
         n = self.x0.shape[0] * self.world_size
         kwargs = {"generator": self.generator, "device": self.x0.device, "dtype": self.x0.dtype}
+        r: Tensor | None = None
         if isinstance(self.time_distribution, TimePairDistribution):
-            t, r = self.time_distribution.sample_pair(n, self.schedule, **kwargs)
-            return self._shard(t), self._shard(r)
-        return self._shard(self.time_distribution.sample(n, self.schedule, **kwargs)), None
+            t, r = (self._shard(d) for d in self.time_distribution.draw_pair(n, self.schedule, **kwargs))
+        else:
+            t = self._shard(self.time_distribution.draw(n, self.schedule, **kwargs))
+        return t, r, self.randn_like(self.x0), self.rand(self.x0.shape[0])
 
     @cached_property
     def t(self) -> Tensor:
         """(B,) training times from the objective's time distribution (assignable, as :attr:`r`)."""
-        return self._times[0]
+        return self._draws[0]
 
     @cached_property
     def r(self) -> Tensor | None:
         """(B,) a flow map's target times r <= t, drawn with t by a :class:`ctcm.TimePairDistribution`; None
         for a one-time distribution (a flow map then maps to t_min: its consistency function)."""
-        return self._times[1]
+        return self._draws[1]
 
     @cached_property
     def noise(self) -> Tensor:
         """(B, C, H, W) eps ~ N(0, I), shared by every point of the path."""
-        return self.randn_like(self.x0)
+        return self._draws[2]
+
+    @cached_property
+    def uniform(self) -> Tensor:
+        """(B,) u ~ U[0, 1) per sample, for a random consistency gap (shared by the terms, like t and eps)."""
+        return self._draws[3]
 
     @cached_property
     def _path(self) -> tuple[Tensor, Tensor]:
@@ -126,7 +142,8 @@ class ObjectiveContext:
     @cached_property
     def _outputs(self) -> tuple[Tensor, ...]:
         along = self.dx_dt if self.with_time_derivative else None
-        return self.model(self.x_t, self.t, self.r, return_raw=True, tangent_along=along, **self.cond)
+        return self.model(self.x_t, self.t, self.r, return_raw=True, tangent_along=along, check_time=False,
+                          **self.cond)
 
     @cached_property
     def time_derivative(self) -> TimeDerivative:
@@ -137,7 +154,7 @@ class ObjectiveContext:
             return cast("TimeDerivative", self._outputs[2])
         with torch.no_grad():
             return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, self.r,
-                                                                     **self.cond)
+                                                                      check_time=False, **self.cond)
 
     @property
     def f(self) -> Tensor:
@@ -174,7 +191,7 @@ class Objective(abc.ABC):
         return None
 
     def check_model(self, model: ConsistencyModel) -> None:
-        """Raise a ValueError naming the fix when this objective cannot train ``model`` (e.g. sCM needs the
+        """Raise a :class:`ctcm.UserValueError` naming the fix when this objective cannot train ``model`` (sCM needs the
         TrigFlow schedule). The trainer calls it before loading any data; default: any model will do."""
         return None
 
@@ -190,7 +207,7 @@ class Objective(abc.ABC):
         The logs always hold ``loss`` and one entry per term (see :class:`WeightedSum`)."""
         net = cast("ConsistencyModel", unwrap(model))
         if net.training:
-            net.resample_noise_(generator)
+            net.resample_noise_(generator, rank=rank, world_size=world_size)
         total = WeightedSum(self.terms())
         ctx = ObjectiveContext(model, x0, step, generator, time_distribution=total.time_distribution(),
                                rank=rank, world_size=world_size, cond=cond,
@@ -217,10 +234,13 @@ class Objective(abc.ABC):
     __rmul__ = __mul__
 
 
-def _joined(causes: list[tuple[str, Callable[[], str] | None]]) -> Callable[[], str]:
-    """One explanation of a non-finite sum from its non-finite terms' own (``LossOutput.explain``)."""
-    return lambda: "; ".join(f"term '{label}': {explain() if explain else 'non-finite loss'}"
-                             for label, explain in causes)
+def _explained(terms: list[tuple[str, Tensor, Callable[[], str] | None]]) -> Callable[[], str]:
+    """What made a sum's loss non-finite, from its non-finite terms' own explanations (``LossOutput.explain``);
+    the terms' finiteness is read only when this is called (the trainer calls it for a non-finite loss)."""
+    def explain() -> str:
+        return "; ".join(f"term '{label}': {why() if why else 'non-finite loss'}"
+                         for label, loss, why in terms if not bool(torch.isfinite(loss)))
+    return explain
 
 
 class WeightedSum(Objective):
@@ -234,7 +254,7 @@ class WeightedSum(Objective):
 
     def __init__(self, terms: list[tuple[float, Objective]]) -> None:
         if not terms:
-            raise ValueError("a WeightedSum needs at least one term")
+            raise UserValueError("a WeightedSum needs at least one term")
         self._terms = list(terms)
 
     def terms(self) -> list[tuple[float, Objective]]:
@@ -250,7 +270,7 @@ class WeightedSum(Objective):
         found = [(label, d) for label, d in found if d is not None]
         for label, d in found[1:]:
             if d != found[0][1]:
-                raise ValueError(
+                raise UserValueError(
                     f"objective terms '{found[0][0]}' and '{label}' use different time distributions "
                     f"({found[0][1]} vs {d}) but share one draw of t: give them the same 'time'")
         return found[0][1] if found else None
@@ -275,17 +295,36 @@ class WeightedSum(Objective):
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         total: Tensor = torch.zeros((), device=ctx.x0.device, dtype=ctx.x0.dtype)
-        logs: dict[str, float] = {}
-        causes: list[tuple[str, Callable[[], str] | None]] = []
+        logs: dict[str, Tensor | float] = {}
+        terms: list[tuple[str, Tensor, Callable[[], str] | None]] = []
         for (weight, obj), label in zip(self._terms, self.labels()):
             out = obj.compute(ctx)
             total = total + weight * out.loss
-            logs[label] = float(out.loss.detach())
+            logs[label] = out.loss.detach()
             logs.update({f"{label}/{k}": v for k, v in out.logs.items() if k != obj.name})
-            if not math.isfinite(logs[label]):
-                causes.append((label, out.explain))
-        logs["loss"] = float(total.detach())
-        return LossOutput(total, logs, explain=_joined(causes) if causes else None)
+            terms.append((label, out.loss.detach(), out.explain))
+        logs["loss"] = total.detach()
+        return LossOutput(total, logs, explain=_explained(terms))
 
     def __repr__(self) -> str:
         return " + ".join(f"{w:g} * {type(o).__name__}" for w, o in self._terms)
+
+
+@dataclass
+class TimedObjective(Objective):
+    """An objective defined with its own distribution of t, given as ``time`` (the one home of that field).
+
+    ``time``: ``{name: lognormal, p_mean: ..., p_std: ...}`` (Eq. 23), ``{name: uniform}``, any registered
+    time distribution, an instance, or None for the class's ``default_time`` (ECT's / iCT's lognormal
+    (-1.1, 2.0) unless a subclass says otherwise). It is built once, in ``__post_init__`` (a subclass with its
+    own ``__post_init__`` calls ``super().__post_init__()``), so a bad ``time`` fails when the objective is made.
+    """
+
+    time: Any = None
+    default_time: ClassVar[dict[str, Any]] = {"name": "lognormal"}
+
+    def __post_init__(self) -> None:
+        self._time: TimeDistribution = make_time_distribution(self.time, self.default_time)
+
+    def time_distribution(self) -> TimeDistribution:
+        return self._time

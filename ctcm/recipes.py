@@ -21,7 +21,8 @@ def cifar_model(backbone: str, schedule: str = "geometric", **backbone_kwargs: A
 
 
 # The CIFAR-10 objective, the winner of the equal-budget study (docs/results.md): consistency with ECT's gap
-# curriculum (Eq. 21), four stages over the recipe's 200k steps, pseudo-Huber distance, 1 / (s - s') weighting.
+# curriculum (Eq. 21), four stages over the recipe's 200k steps, pseudo-Huber distance, 1 / (s - s') weighting:
+# ECT's settings as of locuslab/ect commit 4311059 (ECMLoss, run_ecm.sh); its departures: docs/deviations.md, D18.
 # (The original design's consistency + 0.1 x tangent stays available as an objective list; docs/results.md.)
 CIFAR_OBJECTIVE = [ObjectiveTermConfig("consistency", 1.0, {
     "gap": {"name": "ect", "stage_steps": 50_000}, "distance": "pseudo_huber", "weighting": "inv_dsigma"})]

@@ -8,28 +8,36 @@ importing ``ctcm`` never imports a plugin. Binding a name twice is an error, nev
 
 An entry point may name an object (it is registered under the entry point's name) or a module (importing
 it must register the name through the decorator).
+
+Every kind has the same three functions: ``register_<kind>(name)`` (a decorator), ``create_<kind>(name,
+**kwargs)`` and ``list_<kind>s()``, for backbones, schedules, objectives, time distributions, gaps and recipes.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import types
+import warnings
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from .config import Recipe, coerce_kwargs
+from .errors import UserError, UserTypeError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """An unknown name, a name bound twice, or a broken plugin."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly instead
         return str(self.args[0]) if self.args else ""
 
 
-class ArgumentError(TypeError):
+class ArgumentError(UserTypeError):
     """A component given keyword arguments its constructor does not take (the valid ones are listed)."""
 
 
@@ -39,11 +47,15 @@ class Registry(Generic[T]):
     Args:
         kind: what is registered, for messages ("backbone").
         group: the entry-point group scanned for plugins ("ctcm.backbones").
+        old_group: a former name of ``group``: its entry points are not loaded (they were written for an
+            older interface) but each gets a ``FutureWarning`` naming ``group``, and so does a lookup of its name.
     """
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, old_group: str | None = None) -> None:
         self.kind = kind
         self.group = group
+        self.old_group = old_group
+        self._old: dict[str, metadata.EntryPoint] = {}
         self._entries: dict[str, T] = {}
         self._pending: dict[str, metadata.EntryPoint] | None = None
         self._loading: set[str] = set()
@@ -63,7 +75,20 @@ class Registry(Generic[T]):
                         f"'{other.value}' and '{ep.value}'. Uninstall or rename one.")
                 pending[ep.name] = ep
             self._pending = pending
+            self._warn_old_group()
         return self._pending
+
+    def _warn_old_group(self) -> None:
+        if self.old_group is None:
+            return
+        for ep in metadata.entry_points(group=self.old_group):
+            self._old[ep.name] = ep
+            warnings.warn(self._old_message(ep), FutureWarning, stacklevel=4)
+
+    def _old_message(self, ep: metadata.EntryPoint) -> str:
+        return (f"{self.kind} '{ep.name}' ('{ep.value}') is declared in the entry-point group '{self.old_group}', "
+                f"which is now '{self.group}': it is not loaded. Declare it under "
+                f"[project.entry-points.\"{self.group}\"] in the plugin's pyproject.toml (docs/plugins.md).")
 
     def _load(self, name: str) -> None:
         ep = self._discover().get(name)
@@ -100,7 +125,7 @@ class Registry(Generic[T]):
             RegistryError: ``name`` is already bound (by a decorator or an installed entry point).
         """
         if not isinstance(name, str) or not name:
-            raise TypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+            raise UserTypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
 
         def bind(target: T) -> T:
             if name in self._entries and self._entries[name] is not target:
@@ -138,10 +163,11 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        """Call the object bound to ``name`` with ``kwargs``, rejecting unknown keyword arguments."""
+        """Call the object bound to ``name`` with ``kwargs``, rejecting unknown keyword arguments and typing
+        the others against its annotations (:func:`ctcm.config.coerce_kwargs`)."""
         factory: Any = self.get(name)
         check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
-        return factory(**kwargs)
+        return factory(**coerce_kwargs(factory, kwargs, f"{self.kind} '{name}'"))
 
     def names(self) -> list[str]:
         """Every registered name, loaded or not, sorted."""
@@ -151,6 +177,8 @@ class Registry(Generic[T]):
         return isinstance(name, str) and (name in self._entries or name in self._discover())
 
     def _unknown(self, name: str) -> RegistryError:
+        if name in self._old:
+            return RegistryError(self._old_message(self._old[name]))
         names = self.names()
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -181,7 +209,7 @@ def _describe(obj: object) -> str:
 BACKBONES: Registry[Any] = Registry("backbone", "ctcm.backbones")
 SCHEDULES: Registry[Any] = Registry("schedule", "ctcm.schedules")
 OBJECTIVES: Registry[Any] = Registry("objective", "ctcm.objectives")
-RECIPES: Registry[Any] = Registry("recipe", "ctcm.recipes")
+RECIPES: Registry[Any] = Registry("recipe", "ctcm.recipes", old_group="ctcm.presets")
 TIME_DISTRIBUTIONS: Registry[Any] = Registry("time distribution", "ctcm.time_distributions")
 GAPS: Registry[Any] = Registry("gap", "ctcm.gaps")
 
@@ -201,11 +229,6 @@ def register_objective(name: str, obj: Any = None) -> Any:
     return OBJECTIVES.register(name, obj)
 
 
-def register_recipe(name: str, obj: Any = None) -> Any:
-    """Register a recipe: a zero-argument callable returning a :class:`ctcm.Recipe`."""
-    return RECIPES.register(name, obj)
-
-
 def register_time_distribution(name: str, obj: Any = None) -> Any:
     """Register a training-time distribution class (:class:`ctcm.TimeDistribution`) under ``name``."""
     return TIME_DISTRIBUTIONS.register(name, obj)
@@ -216,16 +239,42 @@ def register_gap(name: str, obj: Any = None) -> Any:
     return GAPS.register(name, obj)
 
 
+def register_recipe(name: str, obj: Any = None) -> Any:
+    """Register a recipe: a zero-argument callable returning a :class:`ctcm.Recipe`."""
+    return RECIPES.register(name, obj)
+
+
 def create_backbone(name: str, **kwargs: Any) -> Any:
+    """The backbone ``name`` built with ``kwargs`` (a :class:`ctcm.Backbone`)."""
     return BACKBONES.create(name, **kwargs)
 
 
 def create_schedule(name: str, **kwargs: Any) -> Any:
+    """The noise schedule ``name`` built with ``kwargs`` (a :class:`ctcm.NoiseSchedule`)."""
     return SCHEDULES.create(name, **kwargs)
 
 
 def create_objective(name: str, **kwargs: Any) -> Any:
+    """The objective ``name`` built with ``kwargs`` (a :class:`ctcm.Objective`)."""
     return OBJECTIVES.create(name, **kwargs)
+
+
+def create_time_distribution(name: str, **kwargs: Any) -> Any:
+    """The time distribution ``name`` built with ``kwargs`` (a :class:`ctcm.TimeDistribution`)."""
+    return TIME_DISTRIBUTIONS.create(name, **kwargs)
+
+
+def create_gap(name: str, **kwargs: Any) -> Any:
+    """The gap ``name`` built with ``kwargs`` (a :class:`ctcm.Gap`)."""
+    return GAPS.create(name, **kwargs)
+
+
+def create_recipe(name: str) -> Recipe:
+    """A fresh copy of the :class:`ctcm.Recipe` registered as ``name`` (its model: ``ctcm.build(name)``)."""
+    recipe = RECIPES.get(name)()
+    if not isinstance(recipe, Recipe):
+        raise UserTypeError(f"recipe '{name}' returned {type(recipe).__name__}, expected ctcm.Recipe")
+    return copy.deepcopy(recipe)
 
 
 def list_backbones() -> list[str]:
@@ -240,6 +289,28 @@ def list_objectives() -> list[str]:
     return OBJECTIVES.names()
 
 
-def list_models() -> list[str]:
-    """Names of the registered recipes, usable with :func:`ctcm.build` and for training."""
+def list_time_distributions() -> list[str]:
+    return TIME_DISTRIBUTIONS.names()
+
+
+def list_gaps() -> list[str]:
+    return GAPS.names()
+
+
+def list_recipes() -> list[str]:
+    """Names of the registered recipes, usable with :func:`create_recipe`, :func:`ctcm.build` and for training."""
     return RECIPES.names()
+
+
+def get_recipe(name: str) -> Recipe:
+    """Deprecated in 0.3 (removed in 0.4): :func:`create_recipe`."""
+    warnings.warn("ctcm.get_recipe is now ctcm.create_recipe (0.3; the old name goes in 0.4)", DeprecationWarning,
+                  stacklevel=2)
+    return create_recipe(name)
+
+
+def list_models() -> list[str]:
+    """Deprecated in 0.3 (removed in 0.4): :func:`list_recipes`."""
+    warnings.warn("ctcm.list_models is now ctcm.list_recipes (0.3; the old name goes in 0.4)", DeprecationWarning,
+                  stacklevel=2)
+    return list_recipes()

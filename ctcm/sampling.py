@@ -1,6 +1,12 @@
 """Sampling in one place (after k-diffusion's ``sampling.py``): the multistep samplers (consistency Eq. 12,
 flow map Eq. 35), the seed rule, batches over ranks, and the uint8 conversion of images.
 
+Samplers are free functions of what they need: a consistency function ``f(x, t, **cond)`` or a flow map
+``X(x, t, r, **cond)`` (any callable; :class:`ctcm.ConsistencyModel` is one, ``flow_map=True`` for a two-time
+model), the noise schedule, the image shape, and where to draw. This module
+knows nothing of the model class (``ctcm.model`` imports it, never the reverse); the model's
+:meth:`~ctcm.ConsistencyModel.sample` and :meth:`~ctcm.ConsistencyModel.sample_batches` fill these in.
+
 The seed rule: image i of a run with seed s is a function of (s, i) alone. Image i owns a CPU generator
 seeded with ``SeedSequence([s, i])``; its first draw is the starting noise, its k-th the re-noising eps of
 step k. Images therefore do not depend on the batch size, on how batches are spread over ranks, or on
@@ -14,72 +20,90 @@ Every caller samples through :func:`sample_batches`: ``ctcm sample``, training g
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .model import ConsistencyModel
+from .errors import UserValueError
+from .interfaces import NoiseSchedule
 
 Cond = Mapping[str, Tensor]
+#: a consistency function f(x (B, C, H, W), t (B,), **cond) -> the clean-image estimate (B, C, H, W)
+ConsistencyFunction = Callable[..., Tensor]
+#: a flow map X(x (B, C, H, W), t (B,), r (B,), **cond) -> x at time r (Eq. 32)
+FlowMap = Callable[..., Tensor]
+#: the step counts :func:`default_times` knows (more steps: pass explicit times)
+SAMPLING_STEPS = (1, 2)
 
 
-def default_times(schedule: Any, steps: int, t_mid: float | None = None) -> list[float]:
+def default_times(schedule: NoiseSchedule, steps: int, t_mid: float | None = None) -> list[float]:
     """[t_max] for one step, [t_max, t_mid] for two (t_mid defaults to the schedule's ``default_t_mid``)."""
     if steps == 1:
         return [schedule.t_max]
     if steps == 2:
         return [schedule.t_max, schedule.default_t_mid if t_mid is None else t_mid]
-    raise ValueError(f"steps must be 1 or 2 (pass explicit times for more), got {steps}")
+    raise UserValueError(f"steps must be 1 or 2 (pass explicit times for more), got {steps}")
 
 
-def sample(model: ConsistencyModel, noise: Tensor, times: Sequence[float], *,
-           noise_sampler: Callable[[], Tensor] | None = None, cond: Cond | None = None) -> Tensor:
-    """Multistep consistency sampling (Eq. 12), or flow-map sampling (Eq. 35) for a flow map.
+def multistep_sample(f: ConsistencyFunction, noise: Tensor, times: Sequence[float], *, schedule: NoiseSchedule,
+                     noise_sampler: Callable[[], Tensor] | None = None, cond: Cond | None = None) -> Tensor:
+    """Multistep consistency sampling (Eq. 12).
 
-    Consistency: x_{t_0} = prior_std * noise; x_0 <- f(x_{t_0}, t_0); then for each later t_k:
-    x_{t_k} = alpha(t_k) x_0 + sigma(t_k) eps_k, x_0 <- f(x_{t_k}, t_k).
-    Flow map (``model.flow_map``): x = prior_std * noise; x <- X(x, t_k, t_{k+1}) for k = 0..K-1 with
-    t_K = t_min, no re-noising (``noise_sampler`` is not called): one step is X(x, t_max, t_min).
+    x_{t_0} = prior_std * noise; x_0 <- f(x_{t_0}, t_0); then for each later t_k:
+    x_{t_k} = alpha(t_k) x_0 + sigma(t_k) eps_k, x_0 <- f(x_{t_k}, t_k). (A flow map: :func:`flow_map_sample`.)
 
     Args:
-        model: a :class:`ctcm.ConsistencyModel` (``model.schedule`` is used for the re-noising).
+        f: the consistency function, called ``f(x, t, **cond)`` with x (B, C, H, W) and t (B,).
         noise: (B, C, H, W) standard normal draws for the first step.
-        times: strictly decreasing times within [t_min, t_max].
+        times: strictly decreasing times within [t_min, t_max] of ``schedule``.
+        schedule: the noise schedule of ``f`` (prior_std, alpha, sigma for the re-noising).
         noise_sampler: returns eps_k (B, C, H, W) for each later step (default ``torch.randn_like(noise)``).
-        cond: conditioning passed to every model call, tensors (B, ...), e.g. ``{"y": labels}``.
+        cond: conditioning passed to every call of ``f``, tensors (B, ...), e.g. ``{"y": labels}``.
     Returns:
         (B, C, H, W) samples (not clipped).
     """
-    schedule = model.schedule
-    if len(times) == 0:
-        raise ValueError("times must hold at least one time")
-    ts = torch.tensor(list(times), dtype=noise.dtype, device=noise.device)
-    if ts[0] > schedule.t_max + 1e-9 or ts[-1] < schedule.t_min or (ts[1:] >= ts[:-1]).any():
-        raise ValueError(f"times must decrease strictly within [t_min, t_max] = [{schedule.t_min}, "
-                         f"{schedule.t_max}], got {list(times)}")
+    ts = _checked_times(times, schedule, noise)
     cond = dict(cond or {})
     draw = noise_sampler if noise_sampler is not None else (lambda: torch.randn_like(noise))
     b = noise.shape[0]
-    if model.flow_map:
-        x = schedule.prior_std * noise
-        for t, r in zip(ts, torch.cat([ts[1:], ts.new_full((1,), schedule.t_min)])):
-            x = model(x, t.expand(b), r.expand(b), **cond)
-        return x
-    x0 = model(schedule.prior_std * noise, ts[0].expand(b), **cond)
+    x0 = f(schedule.prior_std * noise, ts[0].expand(b), **cond)
     for t in ts[1:]:
         tb = t.expand(b)
         x = schedule.alpha(tb).view(-1, 1, 1, 1) * x0 + schedule.sigma(tb).view(-1, 1, 1, 1) * draw()
-        x0 = model(x, tb, **cond)
+        x0 = f(x, tb, **cond)
     return x0
+
+
+def _checked_times(times: Sequence[float], schedule: NoiseSchedule, like: Tensor) -> Tensor:
+    """``times`` as a tensor like ``like``, strictly decreasing within [t_min, t_max] (else a one-line error)."""
+    if len(times) == 0:
+        raise UserValueError("times must hold at least one time")
+    ts = torch.tensor(list(times), dtype=like.dtype, device=like.device)
+    if ts[0] > schedule.t_max + 1e-9 or ts[-1] < schedule.t_min or (ts[1:] >= ts[:-1]).any():
+        raise UserValueError(f"times must decrease strictly within [t_min, t_max] = [{schedule.t_min}, "
+                             f"{schedule.t_max}], got {list(times)}")
+    return ts
+
+
+def flow_map_sample(X: FlowMap, noise: Tensor, times: Sequence[float], *, schedule: NoiseSchedule,
+                    cond: Cond | None = None) -> Tensor:
+    """Flow-map sampling (Eq. 35): x = prior_std * noise; x <- X(x, t_k, t_{k+1}) for k = 0..K-1 with
+    t_K = t_min, no re-noising: one step is X(x, t_max, t_min). Arguments as :func:`multistep_sample`'s;
+    ``X`` is called ``X(x, t, r, **cond)`` with t, r (B,). Returns (B, C, H, W) samples (not clipped)."""
+    ts = _checked_times(times, schedule, noise)
+    b, cond = noise.shape[0], dict(cond or {})
+    x = schedule.prior_std * noise
+    for t, r in zip(ts, torch.cat([ts[1:], ts.new_full((1,), schedule.t_min)])):
+        x = X(x, t.expand(b), r.expand(b), **cond)
+    return x
 
 
 def image_seed(seed: int, index: int) -> int:
     """The 64-bit seed of image ``index`` of run ``seed``: ``SeedSequence([seed, index])`` (well mixed)."""
     if seed < 0 or index < 0:
-        raise ValueError(f"seed and image index must be non-negative, got seed={seed}, index={index}")
+        raise UserValueError(f"seed and image index must be non-negative, got seed={seed}, index={index}")
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
 
 
@@ -97,49 +121,53 @@ class ImageNoise:
         return torch.stack(draws).to(self.device, self.dtype)
 
 
-def _where(model: ConsistencyModel) -> tuple[torch.device, torch.dtype]:
-    param = next(model.parameters(), None)
-    return (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-
-
 @torch.no_grad()
-def sample_range(model: ConsistencyModel, start: int, stop: int, *, seed: int, times: Sequence[float],
-                 cond: Cond | None = None, clip: bool = True) -> Tensor:
-    """Images [start, stop) of run ``seed``, (stop - start, C, R, R) in [-1, 1] when ``clip``.
+def sample_range(f: ConsistencyFunction, start: int, stop: int, *, schedule: NoiseSchedule, shape: Sequence[int],
+                 seed: int, times: Sequence[float], device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, cond: Cond | None = None, clip: bool = True,
+                 flow_map: bool = False) -> Tensor:
+    """Images [start, stop) of run ``seed``, (stop - start, *shape) in [-1, 1] when ``clip``.
 
-    ``cond`` holds this range's conditioning, tensors (stop - start, ...)."""
-    device, dtype = _where(model)
-    noise = ImageNoise(seed, range(start, stop), (model.channels, model.resolution, model.resolution),
-                       device=device, dtype=dtype)
+    ``shape`` is one image's (C, H, W); the draws are moved to ``device`` / ``dtype`` (those of ``f``'s
+    weights); ``cond`` holds this range's conditioning, tensors (stop - start, ...). ``flow_map``: ``f`` is a
+    flow map X(x, t, r), sampled by :func:`flow_map_sample` (draw 0 of each image only)."""
+    device = torch.device(device)
+    noise = ImageNoise(seed, range(start, stop), shape, device=device, dtype=dtype)
     cond = {k: v.to(device) for k, v in (cond or {}).items()}
-    x = sample(model, noise(), times, noise_sampler=noise, cond=cond)
+    if flow_map:
+        x = flow_map_sample(f, noise(), times, schedule=schedule, cond=cond)
+    else:
+        x = multistep_sample(f, noise(), times, schedule=schedule, noise_sampler=noise, cond=cond)
     return x.clamp(-1, 1) if clip else x
 
 
-def sample_batches(model: ConsistencyModel, n: int, *, seed: int = 0, steps: int = 1, t_mid: float | None = None,
-                   times: Sequence[float] | None = None, batch_size: int = 250, rank: int = 0, world_size: int = 1,
-                   cond: Cond | None = None, clip: bool = True) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(first_index, images)`` for this rank's share of images 0..n-1, images (b, C, R, R).
+def sample_batches(f: ConsistencyFunction, n: int, *, schedule: NoiseSchedule, shape: Sequence[int], seed: int = 0,
+                   steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
+                   batch_size: int = 250, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32, cond: Cond | None = None, clip: bool = True,
+                   flow_map: bool = False) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(first_index, images)`` for this rank's share of images 0..n-1, images (b, *shape).
 
     Batch k holds images [k batch_size, (k + 1) batch_size) and goes to rank k mod world_size. ``times``
     (explicit) or ``steps``/``t_mid`` (see :func:`default_times`) choose the sampler; ``cond`` holds the
-    conditioning of all n images, tensors (n, ...), sliced per batch.
+    conditioning of all n images, tensors (n, ...), sliced per batch. See :func:`sample_range` for the rest.
     """
     if n < 1 or batch_size < 1:
-        raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+        raise UserValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
     for key, value in (cond or {}).items():
         if value.shape[0] != n:
-            raise ValueError(f"cond[{key!r}] has {value.shape[0]} rows for {n} images")
-    times = default_times(model.schedule, steps, t_mid) if times is None else list(times)
+            raise UserValueError(f"cond[{key!r}] has {value.shape[0]} rows for {n} images")
+    times = default_times(schedule, steps, t_mid) if times is None else list(times)
     for k in range(rank, -(-n // batch_size), world_size):
         start, stop = k * batch_size, min((k + 1) * batch_size, n)
         part = {key: value[start:stop] for key, value in (cond or {}).items()}
-        yield start, sample_range(model, start, stop, seed=seed, times=times, cond=part, clip=clip)
+        yield start, sample_range(f, start, stop, schedule=schedule, shape=shape, seed=seed, times=times,
+                                  device=device, dtype=dtype, cond=part, clip=clip, flow_map=flow_map)
 
 
-def sample_all(model: ConsistencyModel, n: int, **kwargs: Any) -> Tensor:
-    """All of this rank's images of :func:`sample_batches` in one tensor (n, C, R, R) (one rank: all n)."""
-    return torch.cat([x for _, x in sample_batches(model, n, **kwargs)])
+def sample_all(f: ConsistencyFunction, n: int, **options: Any) -> Tensor:
+    """All of this rank's images of :func:`sample_batches` (same ``options``) in one tensor (one rank: all n)."""
+    return torch.cat([x for _, x in sample_batches(f, n, **options)])
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
@@ -147,6 +175,6 @@ def to_uint8(x: Tensor) -> np.ndarray:
 
     The one conversion used for PNG files, ``.npz`` sample sets, grids and FID features."""
     if x.ndim != 4:
-        raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        raise UserValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
     u8 = (x.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     return u8.permute(0, 2, 3, 1).cpu().numpy()

@@ -22,7 +22,8 @@ from .checkpoint import load_checkpoint
 from .devices import parse_device
 from .engine.distributed import barrier, cleanup, init_distributed, pick_device
 from .errors import add_debug_option, run_cli
-from .sampling import sample_batches, to_uint8
+from .sampling import to_uint8
+from .errors import UserValueError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,9 +70,9 @@ def main_sample(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.out is None and args.npz is None:
-        raise ValueError("give --out DIR (PNG files) and/or --npz FILE")
+        raise UserValueError("give --out DIR (PNG files) and/or --npz FILE")
     if args.num_samples < 1 or args.batch_size < 1 or args.seed < 0:
-        raise ValueError("--num-samples and --batch-size must be positive, --seed non-negative")
+        raise UserValueError("--num-samples and --batch-size must be positive, --seed non-negative")
     parse_device(args.device)  # a bad device is named before the checkpoint is read
     info = init_distributed(args.device)
     try:
@@ -84,8 +85,8 @@ def _main(argv: list[str]) -> int:
         parts_dir = Path(args.npz).parent / f".{Path(args.npz).name}.parts" if args.npz else None
         if parts_dir is not None:
             parts_dir.mkdir(parents=True, exist_ok=True)
-        batches = sample_batches(model, args.num_samples, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                 rank=info.rank, world_size=info.world_size)
+        batches = model.sample_batches(args.num_samples, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                                       rank=info.rank, world_size=info.world_size)
         if info.is_main and not args.no_progress:
             from tqdm.auto import tqdm
             n_batches = -(-args.num_samples // args.batch_size)

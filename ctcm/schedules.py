@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .interfaces import NoiseSchedule
 from .registry import register_schedule
+from .errors import UserValueError
 
 
 @register_schedule("geometric")
@@ -34,7 +35,7 @@ class GeometricSchedule(NoiseSchedule):
 
     def __post_init__(self) -> None:
         if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+            raise UserValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         self.t_min, self.t_max = 0.0, 1.0
         self.log_ratio = math.log(self.sigma_max / self.sigma_min)
         self.default_t_mid = self.t_of_sigma(self.sigma_mid)
@@ -152,7 +153,7 @@ class LinearSchedule(NoiseSchedule):
 
     def __post_init__(self) -> None:
         if not 0.0 < self.t_mid < 1.0:
-            raise ValueError(f"linear: t_mid must lie in (0, 1), got {self.t_mid}")
+            raise UserValueError(f"linear: t_mid must lie in (0, 1), got {self.t_mid}")
         self.t_min, self.t_max = 0.0, 1.0
         self.default_t_mid = self.t_mid
 

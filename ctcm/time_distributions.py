@@ -21,6 +21,20 @@ from torch import Tensor
 
 from .interfaces import NoiseSchedule
 from .registry import GAPS, TIME_DISTRIBUTIONS, register_gap, register_time_distribution
+from .errors import UserValueError
+
+
+def check_first_output(owner: object, t: Tensor, schedule: NoiseSchedule, what: str) -> None:
+    """Check that ``t`` lies in the schedule's range on ``owner``'s first output only (one device sync per
+    run, not per step): this is where training times enter, and the model skips its own check for them."""
+    if getattr(owner, "_range_checked", False):
+        return
+    bad = schedule.first_time_outside(t)
+    if bad is not None:
+        raise UserValueError(f"{what} {type(owner).__name__} gave t = {bad!r} outside the schedule's range "
+                             f"[t_min, t_max] = [{schedule.t_min:.6g}, {schedule.t_max:.6g}] "
+                             f"({type(schedule).__name__}); it must return finite times in that range")
+    object.__setattr__(owner, "_range_checked", True)
 
 
 class TimeDistribution(abc.ABC):
@@ -30,6 +44,13 @@ class TimeDistribution(abc.ABC):
     def sample(self, n: int, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
         """n times, shape (n,)."""
+
+    def draw(self, n: int, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """:meth:`sample`, its range checked on this distribution's first draw (:func:`check_first_output`)."""
+        t = self.sample(n, schedule, generator=generator, device=device, dtype=dtype)
+        check_first_output(self, t, schedule, "time distribution")
+        return t
 
 
 
@@ -45,7 +66,7 @@ class LogNormal(TimeDistribution):
 
     def __post_init__(self) -> None:
         if not self.p_std > 0:
-            raise ValueError(f"lognormal: p_std must be > 0, got {self.p_std}")
+            raise UserValueError(f"lognormal: p_std must be > 0, got {self.p_std}")
 
     def sample(self, n, schedule, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         z = torch.randn(n, generator=generator, device=device, dtype=dtype)
@@ -79,6 +100,14 @@ class TimePairDistribution(TimeDistribution):
     def sample(self, n, schedule, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         return self.sample_pair(n, schedule, generator=generator, device=device, dtype=dtype)[0]
 
+    def draw_pair(self, n: int, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None,
+                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """:meth:`sample_pair`, both times' range checked on the first draw (:func:`check_first_output`)."""
+        t, r = self.sample_pair(n, schedule, generator=generator, device=device, dtype=dtype)
+        check_first_output(self, torch.cat([t, r]), schedule, "time distribution")
+        return t, r
+
 
 @register_time_distribution("meanflow")
 @dataclass
@@ -103,11 +132,12 @@ class MeanFlowTimes(TimePairDistribution):
 
     def __post_init__(self) -> None:
         if not (self.p_std_t > 0 and self.p_std_r > 0):
-            raise ValueError(f"meanflow times: p_std_t and p_std_r must be > 0, got {self.p_std_t}, {self.p_std_r}")
+            raise UserValueError(f"meanflow times: p_std_t and p_std_r must be > 0, got {self.p_std_t}, {self.p_std_r}")
         if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"meanflow times: ratio (the fraction with r != t) must lie in [0, 1], got {self.ratio}")
+            raise UserValueError(f"meanflow times: ratio (the fraction with r != t) must lie in [0, 1], got "
+                                 f"{self.ratio}")
         if self.order not in ("sort", "mask"):
-            raise ValueError(f"meanflow times: order must be 'sort' (paper, v0) or 'mask' (v1), got {self.order!r}")
+            raise UserValueError(f"meanflow times: order must be 'sort' (paper, v0) or 'mask' (v1), got {self.order!r}")
 
     def sample_pair(self, n, schedule, *, generator=None, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
         def draw(mean: float, std: float) -> Tensor:
@@ -129,6 +159,12 @@ class Gap(abc.ABC):
     def target_time(self, t: Tensor, schedule: NoiseSchedule, step: int, u: Tensor) -> Tensor:
         """t' (same shape as t) in [t_min, t]; ``u`` holds U[0, 1) draws shaped like t for random gaps."""
 
+    def checked_target_time(self, t: Tensor, schedule: NoiseSchedule, step: int, u: Tensor) -> Tensor:
+        """:meth:`target_time`, its range checked on this gap's first call (:func:`check_first_output`)."""
+        t_prev = self.target_time(t, schedule, step, u)
+        check_first_output(self, t_prev, schedule, "gap")
+        return t_prev
+
 
 
 @register_gap("uniform")
@@ -140,7 +176,7 @@ class UniformGap(Gap):
 
     def __post_init__(self) -> None:
         if not 0 < self.delta_max <= 1:
-            raise ValueError(f"delta_max is a fraction of the time range, in (0, 1]; got {self.delta_max}")
+            raise UserValueError(f"delta_max is a fraction of the time range, in (0, 1]; got {self.delta_max}")
 
     def target_time(self, t, schedule, step, u) -> Tensor:
         dt = u * self.delta_max * (schedule.t_max - schedule.t_min)
@@ -173,7 +209,7 @@ class ECTGap(Gap):
 
     def __post_init__(self) -> None:
         if self.stage_steps <= 0 or self.q <= 1:
-            raise ValueError(f"ect gap: need stage_steps > 0 and q > 1, got {self.stage_steps}, {self.q}")
+            raise UserValueError(f"ect gap: need stage_steps > 0 and q > 1, got {self.stage_steps}, {self.q}")
 
     def stage(self, step: int) -> int:
         return int(step) // self.stage_steps
@@ -201,7 +237,7 @@ class ICTGap(Gap):
 
     def __post_init__(self) -> None:
         if not 1 <= self.s0 <= self.s1 or self.doubling_steps <= 0:
-            raise ValueError(f"ict gap: need 1 <= s0 <= s1 and doubling_steps > 0, got {self}")
+            raise UserValueError(f"ict gap: need 1 <= s0 <= s1 and doubling_steps > 0, got {self}")
 
     def num_steps(self, step: int) -> int:
         return min(self.s0 * 2 ** (int(step) // self.doubling_steps), self.s1) + 1
@@ -230,7 +266,7 @@ def make(registry: Any, spec: Any, default: dict[str, Any]) -> Any:
     if isinstance(spec, dict) and "name" in spec:
         kwargs = dict(spec)
         return registry.create(kwargs.pop("name"), **kwargs)
-    raise ValueError(f"expected a {registry.kind} name or {{name: ..., ...}} mapping, got {spec!r}")
+    raise UserValueError(f"expected a {registry.kind} name or {{name: ..., ...}} mapping, got {spec!r}")
 
 
 def make_time_distribution(spec: Any, default: dict[str, Any] | None = None) -> TimeDistribution:

@@ -51,7 +51,7 @@ def main() -> None:
     out.loss.backward()
     print(objective)
     for key, value in out.logs.items():
-        print(f"{key:>34s}  {value:.6g}")
+        print(f"{key:>34s}  {float(value):.6g}")
 
 
 if __name__ == "__main__":

@@ -8,16 +8,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ctcm.objective import LossOutput, Objective, ObjectiveContext
-from ctcm.time_distributions import Gap, TimeDistribution, make_gap, make_time_distribution
+from ctcm.objective import LossOutput, ObjectiveContext, TimedObjective
+from ctcm.time_distributions import Gap, make_gap
 
 from .distances import check_distance, per_sample_distance
+from ctcm.errors import UserValueError
 
 WEIGHTINGS = ("none", "inv_dt", "inv_dsigma")
 
 
 @dataclass
-class ConsistencyObjective(Objective):
+class ConsistencyObjective(TimedObjective):
     """E_t,eps w(t, t') d(f_theta(x_t, t), stopgrad f_theta(x_t', t')) with one eps for both points (Eq. 13).
 
     t comes from ``time`` and the target time t' from ``gap``: ``uniform`` (a random gap, a fraction
@@ -39,32 +40,28 @@ class ConsistencyObjective(Objective):
     distance: str = "l2"
     weighting: str = "none"
     huber_c: float | None = None
-    time: Any = None
     name = "consistency"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_distance(self.distance)
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+            raise UserValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
         self._gap: Gap = make_gap(self.gap)
-        self._time: TimeDistribution = make_time_distribution(self.time)
-
-    def time_distribution(self) -> TimeDistribution:
-        return self._time
 
     def target_times(self, ctx: ObjectiveContext) -> Tensor:
         """t' for the batch: the gap applied to ctx.t at ctx.step."""
-        return self._gap.target_time(ctx.t, ctx.schedule, ctx.step, ctx.rand(ctx.x0.shape[0]))
+        return self._gap.checked_target_time(ctx.t, ctx.schedule, ctx.step, ctx.uniform)
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         t_prev = self.target_times(ctx)
         x_prev, _ = ctx.schedule.noisy(ctx.x0, ctx.noise, t_prev)
         with torch.no_grad():
-            target = ctx.net(x_prev, t_prev, **ctx.cond)
+            target = ctx.net(x_prev, t_prev, check_time=False, **ctx.cond)  # t' checked by the gap
         dist = per_sample_distance(ctx.f, target, self.distance, self.huber_c)
         loss = (self.weight(ctx, t_prev) * dist).mean()
-        denoising = float((t_prev == ctx.schedule.t_min).float().mean())
-        return LossOutput(loss, {"dt_mean": float((ctx.t - t_prev).mean()), "denoising_fraction": denoising})
+        denoising = (t_prev == ctx.schedule.t_min).to(t_prev.dtype).mean()
+        return LossOutput(loss, {"dt_mean": (ctx.t - t_prev).mean(), "denoising_fraction": denoising})
 
     def weight(self, ctx: ObjectiveContext, t_prev: Tensor) -> Tensor:
         if self.weighting == "none":

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from ctcm.objective import LossOutput, Objective, ObjectiveContext
-from ctcm.time_distributions import TimeDistribution, make_time_distribution
+from ctcm.objective import LossOutput, ObjectiveContext, TimedObjective
 
 EDM_TIME = {"name": "lognormal", "p_mean": -1.2, "p_std": 1.2}
 
 
 @dataclass
-class DenoisingObjective(Objective):
+class DenoisingObjective(TimedObjective):
     """E_t,eps || (f_theta(x_t, t) - x_0) / c_out(t) ||^2 / D (Eq. 26): f as a denoiser of x_t.
 
     Dividing by c_out makes this the unit-weight regression of the backbone output F on its target:
@@ -27,17 +25,11 @@ class DenoisingObjective(Objective):
         time: training-time distribution (default EDM's ``{name: lognormal, p_mean: -1.2, p_std: 1.2}``).
     """
 
-    time: Any = None
     name = "denoising"
-
-    def __post_init__(self) -> None:
-        self._time: TimeDistribution = make_time_distribution(self.time, EDM_TIME)
-
-    def time_distribution(self) -> TimeDistribution:
-        return self._time
+    default_time = EDM_TIME
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         _, c_out, _ = ctx.schedule.coefficients(ctx.t)
         err = (ctx.f - ctx.x0).flatten(1).pow(2).mean(1)
         inv = torch.where(c_out != 0, c_out.pow(-2), torch.zeros_like(c_out))  # 1 / c_out^2, 0 at t_min
-        return LossOutput((inv * err).mean(), {"x0_mse": float(err.detach().mean())})
+        return LossOutput((inv * err).mean(), {"x0_mse": err.detach().mean()})

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor
+from ctcm.errors import UserValueError
 
 DISTANCES = ("l2", "pseudo_huber")
 
@@ -24,9 +25,9 @@ def per_sample_distance(a: Tensor, b: Tensor, kind: str = "l2", huber_c: float |
     if kind == "pseudo_huber":
         c = 0.00054 * math.sqrt(dim) if huber_c is None else huber_c
         return (torch.sqrt(diff.pow(2).sum(1) + c**2) - c) / dim
-    raise ValueError(f"unknown distance {kind!r}; choose one of {DISTANCES}")
+    raise UserValueError(f"unknown distance {kind!r}; choose one of {DISTANCES}")
 
 
 def check_distance(kind: str) -> None:
     if kind not in DISTANCES:
-        raise ValueError(f"unknown distance {kind!r}; choose one of {DISTANCES}")
+        raise UserValueError(f"unknown distance {kind!r}; choose one of {DISTANCES}")

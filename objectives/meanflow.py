@@ -5,18 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ctcm.errors import UserValueError
 from ctcm.interfaces import expand_like
 from ctcm.model import ConsistencyModel
-from ctcm.objective import LossOutput, Objective, ObjectiveContext
+from ctcm.objective import LossOutput, ObjectiveContext, TimedObjective
 from ctcm.schedules import LinearSchedule
-from ctcm.time_distributions import TimeDistribution, make_time_distribution
-
-MEANFLOW_TIMES = {"name": "meanflow"}
 
 
 def meanflow_target(v: Tensor, t: Tensor, r: Tensor, du_dt: Tensor) -> Tensor:
@@ -31,7 +29,7 @@ def adaptive_weighted_mean(err: Tensor, p: float, c: float) -> Tensor:
 
 
 @dataclass
-class MeanFlowObjective(Objective):
+class MeanFlowObjective(TimedObjective):
     """MeanFlow's loss on a flow map X(z, t, r) = z - (t - r) u_theta(z, r, t) on the linear schedule (Eq. 32, 36-37):
 
         L = E sg(w) || u_theta(z_t, r, t) - sg(u_tgt) ||^2,   u_tgt = v - (t - r) (v . d_z u_theta + d_t u_theta),
@@ -48,38 +46,35 @@ class MeanFlowObjective(Objective):
 
     norm_p: float = 0.75
     norm_eps: float = 1e-3
-    time: Any = None
     name = "meanflow"
     uses_time_derivative = True
+    default_time: ClassVar[dict[str, Any]] = {"name": "meanflow"}
 
     def __post_init__(self) -> None:
         if self.norm_p < 0 or self.norm_eps <= 0:
-            raise ValueError(f"meanflow: need norm_p >= 0 and norm_eps > 0, got {self.norm_p}, {self.norm_eps}")
-        self._time: TimeDistribution = make_time_distribution(self.time, MEANFLOW_TIMES)
-
-    def time_distribution(self) -> TimeDistribution:
-        return self._time
+            raise UserValueError(f"meanflow: need norm_p >= 0 and norm_eps > 0, got {self.norm_p}, {self.norm_eps}")
+        super().__post_init__()
 
     def check_model(self, model: ConsistencyModel) -> None:
         if not isinstance(model.schedule, LinearSchedule):
-            raise ValueError(f"meanflow is defined on the linear path; got the {type(model.schedule).__name__}: "
-                             f"set model.schedule={{name: linear}}")
+            raise UserValueError(f"meanflow is defined on the linear path; got the {type(model.schedule).__name__}: "
+                                 f"set model.schedule={{name: linear}}")
         if not model.flow_map:
-            raise ValueError("meanflow trains a flow map X(x, t, r): give the backbone a second time input with "
-                             "model.backbone.time_inputs=2")
+            raise UserValueError("meanflow trains a flow map X(x, t, r): give the backbone a second time input with "
+                                 "model.backbone.time_inputs=2")
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         if ctx.r is None:
-            raise ValueError("meanflow needs (t, r) pairs: its time distribution must be a ctcm.TimePairDistribution "
-                             "such as {name: meanflow}")
+            raise UserValueError("meanflow needs (t, r) pairs: its time distribution must be a "
+                                 "ctcm.TimePairDistribution such as {name: meanflow}")
         d = ctx.time_derivative  # u = d.raw and du/dt = d.d_raw, no graph
         u = ctx.raw
         dtype = torch.promote_types(u.dtype, torch.float32)  # the target and the loss in fp32 under autocast
         target = meanflow_target(ctx.dx_dt.to(dtype), ctx.t.to(dtype), ctx.r.to(dtype), d.d_raw.to(dtype))
         err = (u.to(dtype) - target).pow(2).flatten(1).sum(1)
         loss = adaptive_weighted_mean(err, self.norm_p, self.norm_eps)
-        logs = {"flow_matching_fraction": float((ctx.r == ctx.t).float().mean()),
-                "dudt_norm": float(d.d_raw.flatten(1).norm(dim=1).mean())}
+        logs = {"flow_matching_fraction": (ctx.r == ctx.t).float().mean(),
+                "dudt_norm": d.d_raw.flatten(1).norm(dim=1).mean()}
         return LossOutput(loss, logs, explain=nonfinite_cause(u, d.d_raw, ctx.t - ctx.r))
 
 

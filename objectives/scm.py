@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ctcm.interfaces import expand_like
-from ctcm.objective import LossOutput, Objective, ObjectiveContext
+from ctcm.objective import LossOutput, ObjectiveContext, TimedObjective
 from ctcm.schedules import TrigFlowSchedule
-from ctcm.time_distributions import TimeDistribution, make_time_distribution
 
 from .tangent import tangent_warmup
+from ctcm.errors import UserValueError
 
 if TYPE_CHECKING:
     from ctcm.model import ConsistencyModel
@@ -41,7 +41,7 @@ class AdaptiveWeight(nn.Module):
 
 
 @dataclass
-class SCMObjective(Objective):
+class SCMObjective(TimedObjective):
     """sCM's loss as published (Algorithm 1), for a model on the ``trigflow`` schedule:
 
         g = -cos^2 t (sigma_d F^- - dx_t/dt) - r cos t sin t (x_t + sigma_d dF^-/dt),   g <- g / (||g|| + c),
@@ -67,25 +67,22 @@ class SCMObjective(Objective):
     adaptive: bool = True
     adaptive_freqs: int = 16
     adaptive_hidden: int = 128
-    time: Any = None
     name = "scm"
     uses_time_derivative = True
+    default_time = SCM_TIME
 
     def __post_init__(self) -> None:
-        self._time: TimeDistribution = make_time_distribution(self.time, SCM_TIME)
+        super().__post_init__()
         self._weight = AdaptiveWeight(self.adaptive_freqs, self.adaptive_hidden) if self.adaptive else None
-
-    def time_distribution(self) -> TimeDistribution:
-        return self._time
 
     def parameters_module(self) -> nn.Module | None:
         return self._weight
 
     def check_model(self, model: ConsistencyModel) -> None:
         if not isinstance(model.schedule, TrigFlowSchedule):
-            raise ValueError(f"the scm objective is defined on TrigFlow; this model uses "
-                             f"{type(model.schedule).__name__}: build it with schedule='trigflow' (e.g. the "
-                             f"wfno-cifar-trigflow recipe)")
+            raise UserValueError(f"the scm objective is defined on TrigFlow; this model uses "
+                                 f"{type(model.schedule).__name__}: build it with schedule='trigflow' (e.g. the "
+                                 f"wfno-cifar-trigflow recipe)")
 
     def tangent(self, ctx: ObjectiveContext) -> Tensor:
         """The normalised g of Algorithm 1 (no grad), (B, C, H, W)."""
@@ -105,11 +102,11 @@ class SCMObjective(Objective):
         mse = (raw - raw.detach() - g).pow(2).flatten(1).mean(1)  # ||F - F^- - g||^2 / D, (B,)
         if self.prior_weighting:
             mse = mse / (ctx.schedule.sigma_data * torch.tan(ctx.t))
-        logs = {"mse": float(mse.detach().mean())}
+        logs: dict[str, Tensor | float] = {"mse": mse.detach().mean()}
         if self._weight is None:
             return LossOutput(mse.mean(), logs)
         w = self._weight(ctx.t)
-        logs["w_phi"] = float(w.detach().mean())
+        logs["w_phi"] = w.detach().mean()
         return LossOutput((torch.exp(-w) * mse + w).mean(), logs)
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ctcm.interfaces import expand_like
-from ctcm.objective import LossOutput, Objective, ObjectiveContext
-from ctcm.time_distributions import TimeDistribution, make_time_distribution
+from ctcm.objective import LossOutput, ObjectiveContext, TimedObjective
 
 
 def tangent_warmup(step: int, warmup_steps: int) -> float:
@@ -18,7 +16,7 @@ def tangent_warmup(step: int, warmup_steps: int) -> float:
 
 
 @dataclass
-class TangentObjective(Objective):
+class TangentObjective(TimedObjective):
     """Gradient of E_t,eps [ f_theta(x_t, t) . stopgrad(g) ] / D with g = df_theta/dt along the path (Eq. 14).
 
     g is the total time derivative along x_t = alpha(t) x_0 + sigma(t) eps (one JVP through the unwrapped
@@ -38,15 +36,8 @@ class TangentObjective(Objective):
     normalize: bool = True
     norm_c: float = 0.1
     warmup_steps: int = 0
-    time: Any = None
     name = "tangent"
     uses_time_derivative = True
-
-    def __post_init__(self) -> None:
-        self._time: TimeDistribution = make_time_distribution(self.time)
-
-    def time_distribution(self) -> TimeDistribution:
-        return self._time
 
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         g = ctx.time_derivative.df_dt(tangent_warmup(ctx.step, self.warmup_steps))  # no graph (stop-gradient)
@@ -56,4 +47,4 @@ class TangentObjective(Objective):
             g = g / expand_like(g_norm + self.norm_c, g)
         f = ctx.f.to(g.dtype)
         loss = 0.5 * (f - (f.detach() - g)).pow(2).flatten(1).mean(1).mean()
-        return LossOutput(loss, {"tangent_norm": float(g_norm.mean())})
+        return LossOutput(loss, {"tangent_norm": g_norm.mean()})

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks/` lives at the repo root
+import pytest
 
-import pytest  # noqa: E402
-
-from benchmarks import quality  # noqa: E402
-from benchmarks.quality import Settings, plan_run, resolve_recipe, run_quality, train_run  # noqa: E402
+from benchmarks import quality
+from benchmarks.quality import Settings, plan_run, resolve_recipe, run_quality, train_run
 
 TWO_PHASE = {"label": "two phases", "config": None, "overrides": [],
              "phases": [{"fraction": 0.5, "overrides": ["optim.lr=1e-3"], "init_from_previous": False},
@@ -106,7 +103,8 @@ def test_quality_end_to_end_on_embedded_data_then_cached(tmp_path, monkeypatch) 
     again = run_quality(s, log=logs.append)
     assert not any("training phase" in m or "evaluating" in m for m in logs), logs
     assert all(p["skipped"] for r in again["runs"] for p in r["phases"])
-    assert [p["fd8_1step"] for p in again["runs"][0]["points"]] == [p["fd8_1step"] for p in results["runs"][0]["points"]]
+    first = [p["fd8_1step"] for p in results["runs"][0]["points"]]
+    assert [p["fd8_1step"] for p in again["runs"][0]["points"]] == first
 
 
 def test_quality_cost_times_each_recipes_step() -> None:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks/` lives at the repo root
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks import run  # noqa: E402
-from benchmarks.report import markdown, targets  # noqa: E402
+from benchmarks import run
+from benchmarks.report import markdown, targets
 
 from conftest import needs_neuralop
 
@@ -33,9 +29,9 @@ def test_smoke_run_writes_results(tmp_path) -> None:
     assert all(r["error"] is None and r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 for r in layers.values())
     assert layers["ctcm"]["max_abs_diff_vs_neuralop"] < 1e-5 and layers["ctcm-fft"]["max_abs_diff_vs_neuralop"] < 1e-5
 
-    presets = {r["preset"]: r for r in results["models"]}
-    assert set(presets) == {"wfno-cifar", "fno-cifar", "unet-cifar"}
-    for row in presets.values():
+    recipes = {r["recipe"]: r for r in results["models"]}
+    assert set(recipes) == {"wfno-cifar", "fno-cifar", "unet-cifar"}
+    for row in recipes.values():
         assert row["errors"] == {}
         assert row["ratio_to_forward"]["jvp_nograd"] > 0 and row["tangent_step_ratio"] > 0
         assert row["train_images_per_s"] > 0 and row["sample_images_per_s"] > 0
@@ -79,12 +75,21 @@ def test_gpu_check_cpu_fallback_reports_every_target(tmp_path) -> None:
 def test_a_model_that_cannot_be_built_is_a_row_with_its_error(monkeypatch) -> None:
     """On the GPU machine a wheel left behind (neuraloperator for fno-cifar) must not end the check."""
     import ctcm
-    from benchmarks.models import bench_preset
+    from benchmarks.models import bench_recipe
     from benchmarks.settings import settings_for
 
     def missing(*args, **kwargs):
         raise ImportError("the 'fno' backbone needs neuraloperator, an optional extra: pip install 'ctcm[neuralop]'")
 
     monkeypatch.setattr(ctcm, "build", missing)
-    row = bench_preset("fno-cifar", "bf16", settings_for("smoke", "cpu"), torch.device("cpu"))
+    row = bench_recipe("fno-cifar", "bf16", settings_for("smoke", "cpu"), torch.device("cpu"))
     assert row["times"] == {} and "neuraloperator" in row["errors"]["build"]
+
+
+def test_the_models_section_takes_recipes_not_presets(capsys):
+    """``--presets`` (the 0.1 name) is gone: ``--recipes`` picks the models section's recipes."""
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--presets", "wfno-cifar", "--report", "none.json"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --presets" in capsys.readouterr().err

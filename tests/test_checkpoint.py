@@ -126,3 +126,82 @@ def test_a_0_1_checkpoint_still_loads_and_resumes_its_config(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
     stored = stored_train_config(ctcm.read_checkpoint(old))
     assert stored["objective"] == terms and "objective" not in stored["model"] and "preset" not in stored["model"]
+
+
+def _halve_float_defaults(monkeypatch, cls):
+    """A later version's defaults: every float default of ``cls``'s constructor halved."""
+    init = cls.__init__
+    if init.__defaults__:
+        monkeypatch.setattr(init, "__defaults__", tuple(v / 2 if isinstance(v, float) else v
+                                                        for v in init.__defaults__))
+
+
+@pytest.mark.parametrize("recipe", ["wfno-cifar", "wfno-cifar-trigflow"])
+def test_a_changed_default_does_not_change_a_stored_model(tmp_path, monkeypatch, recipe):
+    """Checkpoints store every constructor argument, defaults resolved at build time: halving the float
+    defaults of the backbone (its time embedding's max_freq...) and the schedule (sigma_data...) after saving
+    leaves the loaded model unchanged (issue 16, item 2)."""
+    torch.manual_seed(0)
+    model = ctcm.build(recipe, backbone={"width": 8, "n_layers": 1, "modes": 4, "emb_dim": 16}, resolution=8).eval()
+    path = ctcm.save_checkpoint(tmp_path / "m.pt", model)
+    assert ctcm.read_checkpoint(path)["config"]["backbone"]["max_freq"] == 8.0  # a default, stored
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.9]) * model.schedule.t_max
+    for cls in (type(model.backbone), type(model.schedule)):
+        _halve_float_defaults(monkeypatch, cls)
+    changed = ctcm.build(recipe, backbone={"width": 8, "n_layers": 1, "modes": 4, "emb_dim": 16}, resolution=8)
+    changed.load_state_dict(model.state_dict())
+    assert not torch.allclose(changed.eval()(x, t), model(x, t))  # the new defaults do make another model
+    loaded = ctcm.load_checkpoint(path)
+    assert torch.equal(loaded(x, t), model(x, t))
+    assert loaded.config == model.config
+
+
+def test_a_0_2_checkpoint_with_only_the_given_arguments_loads_and_resumes(tmp_path):
+    """0.1/0.2 stored only the arguments a user gave: they load with today's defaults, and their stored run
+    config compares equal to today's resolved one (so --resume does not see a change)."""
+    from ctcm.engine.resume import frozen_changes, stored_train_config
+
+    model = tiny_model()
+    given = {"backbone": {"name": "wfno", **TINY_WFNO}, "schedule": {"name": "geometric"}, "channels": 3,
+             "resolution": 8}
+    path = ctcm.save_checkpoint(tmp_path / "new.pt", model, extra={"config": {"seed": 0}})
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = given
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    again = ctcm.load_checkpoint(old)
+    assert again.config == model.config
+    x, t = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0.3, 0.9], dtype=torch.float64)
+    assert torch.equal(again(x, t), model.eval()(x, t))
+    stored = stored_train_config(ctcm.read_checkpoint(old))
+    assert frozen_changes(stored, {"seed": 0, "model": ctcm.config.to_dict(model.config)}) == []
+
+
+def test_a_0_2_wfno_checkpoint_rebuilds_the_0_2_design_when_the_defaults_change(tmp_path, monkeypatch):
+    """The WFNO's design defaults moved in 0.3 (issue 15): a 0.2 checkpoint (only the given arguments stored)
+    takes the missing design arguments from ``WFNO2d.legacy_defaults``, not from today's defaults. Shown by
+    turning every design default to another value before loading."""
+    import inspect
+
+    from ctcm_backbones.wfno import WFNO2d
+
+    legacy = dict(WFNO2d.legacy_defaults)
+    torch.manual_seed(0)
+    model = ctcm.build("wfno-cifar", backbone={**TINY_WFNO, **legacy}, resolution=8).double().eval()
+    path = ctcm.save_checkpoint(tmp_path / "new.pt", model)
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = {"backbone": {"name": "wfno", **TINY_WFNO}, "schedule": {"name": "geometric"},
+                         "channels": 3, "resolution": 8}
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    other = {"positional_grid": True, "time_channels": 4, "film": False, "lift_hidden": 6, "local_kernel": 1,
+             "channel_mlp": 1.0, "block_scales": None, "lift_film": True}
+    assert set(other) == set(legacy)
+    params = list(inspect.signature(WFNO2d.__init__).parameters.values())[1:]
+    monkeypatch.setattr(WFNO2d.__init__, "__defaults__",
+                        tuple(other.get(p.name, p.default) for p in params if p.default is not p.empty))
+    assert ctcm.create_backbone("wfno", **TINY_WFNO).positional_grid  # today's defaults did change
+    again = ctcm.load_checkpoint(old)
+    assert {k: again.config.backbone.kwargs[k] for k in legacy} == legacy
+    x, t = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0.3, 0.9], dtype=torch.float64)
+    assert torch.equal(again(x, t), model(x, t))

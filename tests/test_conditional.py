@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import ctcm
-from ctcm.sampling import sample_all
 
 from conftest import stub_model
 
@@ -57,11 +56,11 @@ def test_labels_flow_through_a_training_loss(terms):
 def test_labels_flow_through_sampling_image_by_image():
     model = labelled_model().eval()
     y = torch.tensor([2, 0, 3, 1, 2])
-    batched = sample_all(model, 5, seed=1, steps=2, batch_size=2, cond={"y": y})
-    one_by_one = sample_all(model, 5, seed=1, steps=2, batch_size=1, cond={"y": y})
+    batched = model.sample(5, seed=1, steps=2, batch_size=2, cond={"y": y})
+    one_by_one = model.sample(5, seed=1, steps=2, batch_size=1, cond={"y": y})
     assert torch.equal(batched, one_by_one)
     assert torch.equal(model.sample(5, steps=2, seed=1, cond={"y": y}), batched)
-    other = sample_all(model, 5, seed=1, steps=2, cond={"y": torch.zeros(5, dtype=torch.long)})
+    other = model.sample(5, seed=1, steps=2, cond={"y": torch.zeros(5, dtype=torch.long)})
     assert torch.equal(other[1], batched[1]) and not torch.equal(other[0], batched[0])
     with pytest.raises(ValueError, match=r"cond\['y'\] has 4 rows for 5 images"):
-        sample_all(model, 5, cond={"y": y[:4]})
+        model.sample(5, cond={"y": y[:4]})

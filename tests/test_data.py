@@ -56,7 +56,7 @@ def image_set(tmp_path: Path) -> tuple[np.ndarray, Path, Path, Path]:
 
 # -- embedded --------------------------------------------------------------------------------------------------
 def test_embedded_dataset_shape_range_and_size_limit():
-    ds = build_dataset(EMBEDDED, 32, flip=False)
+    ds = build_dataset(EMBEDDED, 32)
     assert len(ds) == count_images("embedded") == 2000
     x = ds[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
@@ -83,7 +83,7 @@ def test_folder_zip_npz_give_the_same_images_in_name_order(image_set):
 def test_dataset_values_are_uint8_over_127_5_minus_1(image_set):
     images, folder, zpath, npz = image_set
     for source in (folder, zpath, npz):
-        ds = build_dataset(source, 32, flip=False)
+        ds = build_dataset(source, 32)
         expected = torch.from_numpy(images[2]).permute(2, 0, 1).float() / 127.5 - 1
         torch.testing.assert_close(ds[2], expected)
 
@@ -116,7 +116,7 @@ def test_any_size_is_resized_and_center_cropped(tmp_path):
     (tmp_path / "wide").mkdir()
     Image.fromarray(im).save(tmp_path / "wide" / "a.png")
     Image.fromarray(_images(1, (50, 30))[0]).save(tmp_path / "wide" / "b.png")
-    ds = build_dataset(tmp_path / "wide", 16, flip=False)
+    ds = build_dataset(tmp_path / "wide", 16)
     assert ds[0].shape == ds[1].shape == (3, 16, 16)
     assert ds[0][:, :, 2:-2].min() > 0.9  # interior columns white
     assert resize_center_crop(im, 40).shape == (40, 40, 3)
@@ -140,23 +140,20 @@ def test_train_test_split_in_folder_and_zip(tmp_path):
         build_dataset(root, split="valid")
 
 
-def test_flip_uses_torch_global_rng(image_set):
+def test_items_never_flip_and_leave_the_global_rng_alone(image_set):
+    """Flips have one owner, the engine's data order: item i is a pure function of i (issue 16, item 5)."""
     _, folder, _, _ = image_set
-    ds = build_dataset(folder, 32, flip=True)
-    plain = build_dataset(folder, 32, flip=False)[0]
+    ds = build_dataset(folder, 32)
     torch.manual_seed(0)
-    a = torch.stack([ds[0] for _ in range(32)])
-    torch.manual_seed(0)
-    b = torch.stack([ds[0] for _ in range(32)])
-    assert torch.equal(a, b)
-    flipped = [(x == plain.flip(-1)).all().item() for x in a]
-    same = [(x == plain).all().item() for x in a]
-    assert all(f or s for f, s in zip(flipped, same)) and any(flipped) and any(same)
+    state = torch.get_rng_state()
+    items = torch.stack([ds[0] for _ in range(16)])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(x, items[0]) for x in items) and not torch.equal(items[0], items[0].flip(-1))
 
 
 def test_multiworker_dataloader_over_zip(image_set):
     images, _, zpath, _ = image_set
-    ds = build_dataset(zpath, 32, flip=False)
+    ds = build_dataset(zpath, 32)
     ds[0]  # the parent opens its handle first: workers must still get their own
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
     got = torch.cat(list(loader))

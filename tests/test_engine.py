@@ -254,8 +254,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
 
 
 @pytest.mark.slow
-def test_ddp_gloo_two_ranks_match_one_process(tmp_path):
-    assert_ddp_matches_one_process(tmp_path, ["steps=4", "data.num_workers=0"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_ddp_gloo_two_ranks_match_one_process(tmp_path, dropout):
+    """2 gloo ranks equal one process on the same global batch, with dropout too (per-sample masks: each
+    rank applies its slice of the global batch's masks; issue 16, item 1)."""
+    assert_ddp_matches_one_process(tmp_path, ["steps=4", "data.num_workers=0", f"model.backbone.dropout={dropout}"])
 
 
 def assert_ddp_matches_one_process(tmp_path: Path, overrides: list[str]) -> None:
@@ -304,3 +307,60 @@ def test_sigterm_mid_run_leaves_a_loadable_checkpoint(tmp_path):
     assert done.returncode == 0, done.stderr
     assert ctcm.read_checkpoint(latest_checkpoint(out))["step"] == target
     assert "loss_curve" in done.stdout and "metrics" in done.stdout
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_given_dataset_is_flipped_by_the_data_order_only(tmp_path, monkeypatch, flip):
+    """``Trainer(dataset=build_dataset(...))`` sees exactly the images of the seeded data order, mirrored
+    only where it says so: none with ``data.flip: false`` (issue 16, item 5)."""
+    from ctcm.data import build_dataset
+
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, x0: (seen.append(x0), ({}, True))[1])
+    dataset = build_dataset("embedded", 16)
+    cfg = small_config("steps=3", f"data.flip={str(flip).lower()}", "log_every=0")
+    Trainer(cfg, tmp_path, dataset=dataset, progress=False).run()
+    order = iter(StepBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, flip=flip))
+    flips = 0
+    for x0 in seen:
+        for x, (index, flipped) in zip(x0, next(order)):
+            torch.testing.assert_close(x, dataset[index].flip(-1) if flipped else dataset[index], rtol=0, atol=0)
+            flips += flipped
+    assert len(seen) == 3 and (flips > 0) == flip
+
+
+# -- host syncs -------------------------------------------------------------------------------------------------------
+HOST_READS = ("__bool__", "__float__", "__int__", "item", "tolist")  # each waits for the device on a GPU
+
+
+def count_host_reads(monkeypatch, fn) -> int:
+    """How many times ``fn()`` reads a tensor's value on the host (counted on CPU, as on a GPU they would sync)."""
+    count = [0]
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            count[0] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    try:
+        fn()
+    finally:
+        monkeypatch.undo()
+    return count[0]
+
+
+def test_a_training_step_reads_the_device_at_most_once_between_log_points(tmp_path, monkeypatch):
+    """4 vs 12 steps of the tiny recipe (consistency + tangent, weight-drop, dropout), logging, grids and
+    checkpoints only at the end: the 8 steps in between read tensors on the host at most once each, the
+    non-finite guard (issue 16, item 6: 108 per step before)."""
+    def run(steps: int) -> int:
+        cfg = small_config(f"steps={steps}", "log_every=0", "model.backbone.dropout=0.1")
+        trainer = Trainer(cfg, tmp_path / str(steps), dataset=ToyImages(8 * 13), progress=False)  # one epoch
+        return count_host_reads(monkeypatch, trainer.run)
+
+    short, long = run(4), run(12)
+    assert (long - short) / 8 <= 1.0, f"{(long - short) / 8} host reads per step"
+    rows = (tmp_path / "12" / "train.csv").read_text().splitlines()
+    assert len(rows) == 2 and "consistency" in rows[0]  # the logs were kept and written once

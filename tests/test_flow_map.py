@@ -140,7 +140,7 @@ def test_flow_map_sampling_chains_the_jumps_and_keeps_the_seed_rule():
     torch.testing.assert_close(two, model(model(noise, 1.0, 0.5), 0.5, 0.0))
     three = model.sample(5, times=[1.0, 0.6, 0.3], seed=7, clip=False)
     torch.testing.assert_close(three, model(model(model(noise, 1.0, 0.6), 0.6, 0.3), 0.3, 0.0))
-    parts = torch.cat([x for _, x in ctcm.sample_batches(model, 5, seed=7, steps=2, batch_size=2, clip=False)])
+    parts = torch.cat([x for _, x in model.sample_batches(5, seed=7, steps=2, batch_size=2, clip=False)])
     assert torch.equal(parts, two)  # image i depends on (seed, i) only
 
 

@@ -108,7 +108,8 @@ def test_one_step_sample_is_f_at_t_max():
     model = stub_model(dtype=torch.float64).eval()
     noise = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     expected = model(model.schedule.prior_std * noise, torch.full((2,), model.schedule.t_max, dtype=torch.float64))
-    torch.testing.assert_close(ctcm.sample(model, noise, ctcm.default_times(model.schedule, 1)), expected)
+    torch.testing.assert_close(ctcm.multistep_sample(model, noise, ctcm.default_times(model.schedule, 1),
+                                                     schedule=model.schedule), expected)
 
 
 def test_build_overrides():

@@ -26,8 +26,10 @@ def test_composition_weights_and_logs():
     assert isinstance(combined, WeightedSum) and [w for w, _ in combined.terms()] == [1.0, 0.1]
     out = combined(model, batch(), generator=torch.Generator().manual_seed(1))
     assert {"loss", "consistency", "tangent"} <= set(out.logs)
-    assert out.logs["loss"] == pytest.approx(out.logs["consistency"] + 0.1 * out.logs["tangent"], rel=1e-9)
-    assert all(isinstance(v, float) for v in out.logs.values())
+    logs = {k: float(v) for k, v in out.logs.items()}
+    assert logs["loss"] == pytest.approx(logs["consistency"] + 0.1 * logs["tangent"], rel=1e-9)
+    # detached 0-dim tensors: converted by the engine once per log_every, not one device sync per log and step
+    assert all(torch.is_tensor(v) and v.ndim == 0 and not v.requires_grad for v in out.logs.values())
     twice = 2 * (cons + cons)
     assert twice.labels() == ["consistency", "consistency_2"] and [w for w, _ in twice.terms()] == [2.0, 2.0]
 
@@ -153,3 +155,62 @@ def test_one_pass_tangent_gives_the_same_loss_and_gradients(objective, schedule)
         results.append((out.loss.detach(), grads(model, out.loss)))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_order_of_terms_does_not_change_the_draws(dropout):
+    """cons + 0.1 tan and 0.1 tan + cons draw t, eps, the gap's u and the dropout masks in one fixed order,
+    so the same generator gives the same loss and gradients (issue 16, item 4)."""
+    model = tiny_model(dropout=dropout).train()
+    cons = ctcm.create_objective("consistency", gap={"name": "uniform", "delta_max": 0.5})
+    tan = ctcm.create_objective("tangent")
+    results = []
+    for objective in (cons + 0.1 * tan, 0.1 * tan + cons):
+        out = objective(model, batch(), generator=torch.Generator().manual_seed(5))
+        results.append((out.loss, grads(model, out.loss), float(out.logs["consistency"])))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-14)
+    assert results[0][2] == pytest.approx(results[1][2], rel=1e-12)
+
+
+def test_training_times_are_checked_once_where_they_are_drawn():
+    """t enters training through the time distribution (checked on its first draw) and the gap (on its first
+    call); the model's per-call check (a device sync) is skipped for them."""
+
+    class Broken(ctcm.TimeDistribution):
+        def sample(self, n, schedule, *, generator=None, device=None, dtype=torch.float32):
+            return torch.full((n,), schedule.t_max * 2, dtype=dtype, device=device)
+
+    model = stub_model()
+    with pytest.raises(ValueError, match="time distribution Broken gave t = .* outside the schedule's range"):
+        ctcm.create_objective("consistency", time=Broken())(model, batch())
+    checks = []
+    model.schedule.first_time_outside = lambda t: checks.append(t) or None  # type: ignore[method-assign]
+    objective = ctcm.create_objective("consistency") + 0.1 * ctcm.create_objective("tangent")
+    for step in range(3):
+        objective(model, batch(), step)
+    assert len(checks) == 2  # the first draw of t and the first t', not one per model call and step
+    with pytest.raises(ValueError, match="schedule's range"):  # a user's call is still checked
+        del model.schedule.first_time_outside
+        model(batch(), torch.full((4,), model.schedule.t_max * 2, dtype=torch.float64))
+
+
+REFERENCE_TIMES = {"consistency": (-1.1, 2.0), "tangent": (-1.1, 2.0), "denoising": (-1.2, 1.2),
+                   "scm": (-1.0, 1.4)}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_TIMES))
+def test_the_time_field_has_one_home(name):
+    """Every reference objective takes ``time`` from ctcm.TimedObjective (no copy of the field, the
+    __post_init__ or time_distribution), keeps its paper's default, and rejects a bad ``time`` when made."""
+    from ctcm.errors import UserValueError
+    from ctcm.registry import OBJECTIVES
+    from ctcm.time_distributions import LogNormal, Uniform
+
+    cls = OBJECTIVES.get(name)
+    assert issubclass(cls, ctcm.TimedObjective) and "time_distribution" not in vars(cls)
+    assert "time" not in cls.__dict__.get("__annotations__", {})
+    assert ctcm.create_objective(name).time_distribution() == LogNormal(*REFERENCE_TIMES[name])
+    assert ctcm.create_objective(name, time={"name": "uniform"}).time_distribution() == Uniform()
+    with pytest.raises(UserValueError, match="p_std must be > 0"):
+        ctcm.create_objective(name, time={"name": "lognormal", "p_std": -1.0})

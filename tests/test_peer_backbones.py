@@ -43,9 +43,9 @@ def test_presets_registered_and_matched_to_wfno() -> None:
         counts = {p: _n_params(ctcm.build(p)) for p in ("wfno-cifar", "unet-cifar", "fno-cifar")}
     assert abs(counts["unet-cifar"] / counts["wfno-cifar"] - 1) < 0.01
     assert abs(counts["fno-cifar"] / counts["wfno-cifar"] - 1) < 0.01
-    ref = ctcm.get_recipe("wfno-cifar")
+    ref = ctcm.create_recipe("wfno-cifar")
     for name in ("unet-cifar", "fno-cifar"):
-        recipe = ctcm.get_recipe(name)
+        recipe = ctcm.create_recipe(name)
         assert recipe.model.schedule == ref.model.schedule and recipe.objective == ref.objective
         assert recipe.train == ref.train
         assert (recipe.model.channels, recipe.model.resolution) == (ref.model.channels, ref.model.resolution)

@@ -180,3 +180,90 @@ def test_plugin_reusing_a_name_breaks_only_that_name(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "refused:" in result.stdout and "two entry points" in result.stdout and "toy_plugin:ToyNet" in result.stdout
+
+
+KINDS = {"backbone": ("wfno", {"width": 4, "n_layers": 1, "modes": 2}), "schedule": ("trigflow", {}),
+         "objective": ("tangent", {}), "time_distribution": ("uniform", {}), "gap": ("ect", {}),
+         "recipe": ("unet-cifar", {})}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_has_register_create_and_list(kind):
+    """One API shape: ctcm.register_<kind>, ctcm.create_<kind>, ctcm.list_<kind>s, all at the top level; what
+    list_* names, create_* builds, and an unknown name is the registry's error."""
+    register, create = getattr(ctcm, f"register_{kind}"), getattr(ctcm, f"create_{kind}")
+    listed = getattr(ctcm, f"list_{kind}s")()
+    name, kwargs = KINDS[kind]
+    assert callable(register) and name in listed and listed == sorted(listed)
+    assert create(name, **kwargs) is not None
+    with pytest.raises(RegistryError, match=f"unknown {kind.replace('_', ' ')} 'no-such-name'"):
+        create("no-such-name")
+
+
+def test_time_distributions_and_gaps_register_and_create_like_the_rest():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Fixed(ctcm.TimeDistribution):
+        value: float = 0.5
+
+        def sample(self, n, schedule, *, generator=None, device=None, dtype=None):
+            raise NotImplementedError
+
+    @dataclass
+    class NoGap(ctcm.Gap):
+        def target_time(self, t, schedule, step, u):
+            return t
+
+    ctcm.register_time_distribution("test-fixed", Fixed)
+    ctcm.register_gap("test-no-gap", NoGap)
+    try:
+        assert ctcm.create_time_distribution("test-fixed", value=0.25) == Fixed(0.25)
+        assert ctcm.create_gap("test-no-gap") == NoGap()
+        assert "test-fixed" in ctcm.list_time_distributions() and "test-no-gap" in ctcm.list_gaps()
+        assert set(ctcm.list_gaps()) >= {"uniform", "ect", "ict"}
+        with pytest.raises(TypeError, match="Valid arguments: .*value"):
+            ctcm.create_time_distribution("test-fixed", vale=1.0)
+    finally:
+        ctcm.registry.TIME_DISTRIBUTIONS.unregister("test-fixed")
+        ctcm.registry.GAPS.unregister("test-no-gap")
+
+
+def test_recipes_have_the_same_shape_and_old_names_warn():
+    recipe = ctcm.create_recipe("wfno-cifar")
+    assert isinstance(recipe, ctcm.Recipe) and "wfno-cifar" in ctcm.list_recipes()
+    with pytest.warns(DeprecationWarning, match="create_recipe"):
+        assert ctcm.get_recipe("wfno-cifar") == recipe
+    with pytest.warns(DeprecationWarning, match="list_recipes"):
+        assert ctcm.list_models() == ctcm.list_recipes()
+
+
+def test_the_two_samplers_have_two_names():
+    """model.sample(n, steps, seed) draws images by the seed rule; ctcm.multistep_sample(f, noise, times,
+    schedule=) is the sampler of given noise. ``ctcm.sample`` (both meanings) is gone."""
+    assert not hasattr(ctcm, "sample")
+    assert ctcm.multistep_sample is ctcm.sampling.multistep_sample
+
+
+def test_a_plugin_under_the_old_presets_group_gets_a_warning(tmp_path):
+    env = _install_plugin(tmp_path, """
+        [ctcm.presets]
+        old-recipe = toy_plugin:old_preset
+    """)
+    code = textwrap.dedent("""
+        import warnings, ctcm
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            names = ctcm.list_recipes()
+        print(" | ".join(str(w.message) for w in caught if issubclass(w.category, FutureWarning)))
+        assert "old-recipe" not in names and "wfno-cifar" in names
+        try:
+            ctcm.create_recipe("old-recipe")
+        except ctcm.RegistryError as exc:
+            print("refused:", exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    warned, refused = result.stdout.strip().splitlines()
+    assert "old-recipe" in warned and "'ctcm.presets'" in warned and "'ctcm.recipes'" in warned
+    assert refused.startswith("refused:") and "ctcm.recipes" in refused

@@ -287,7 +287,7 @@ def test_session_restores_process_settings_even_on_error():
 def test_weights_finite_finds_any_non_finite_entry(where, value):
     """The fused check (x * 0 is NaN exactly for non-finite x): one bad entry anywhere, in a parameter or a
     floating buffer, and only then; huge finite weights (whose norm overflows) are finite."""
-    from ctcm.engine.trainer import weights_finite
+    from ctcm.engine.guard import weights_finite
 
     net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     with torch.no_grad():

@@ -15,7 +15,6 @@ from PIL import Image
 
 import ctcm
 from ctcm.cli import main
-from ctcm.sampling import sample_all, sample_batches
 from ctcm.sampling_cli import main_sample
 
 SAMPLE_PY = Path(__file__).resolve().parents[1] / "examples" / "cifar10" / "sample.py"
@@ -56,10 +55,10 @@ def test_seed_reproduces_and_changes(ckpt, tmp_path):
 
 def test_rank_split_gives_the_same_images(ckpt):
     model = ctcm.load_checkpoint(ckpt)
-    whole = sample_all(model, 10, steps=2, seed=3, batch_size=4)
+    whole = model.sample(10, steps=2, seed=3, batch_size=4)
     parts = {}
     for rank in range(3):
-        for start, x in sample_batches(model, 10, steps=2, seed=3, batch_size=4, rank=rank, world_size=3):
+        for start, x in model.sample_batches(10, steps=2, seed=3, batch_size=4, rank=rank, world_size=3):
             parts[start] = x
     assert sorted(parts) == [0, 4, 8]
     assert torch.equal(torch.cat([parts[k] for k in sorted(parts)]), whole)
@@ -78,8 +77,8 @@ def test_torchrun_two_ranks_write_the_same_npz(ckpt, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     torchrun = Path(sys.executable).parent / "torchrun"
-    args = ["--ckpt", str(ckpt), "--num-samples", "10", "--batch-size", "3", "--steps", "2", "--seed", "5", "--device", "cpu",
-            "--no-progress"]
+    args = ["--ckpt", str(ckpt), "--num-samples", "10", "--batch-size", "3", "--steps", "2", "--seed", "5",
+            "--device", "cpu", "--no-progress"]
     done = subprocess.run([str(torchrun), "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                            "--master_port", str(port), str(SAMPLE_PY), *args, "--npz", str(tmp_path / "ddp.npz"),
                            "--out", str(tmp_path / "png")],

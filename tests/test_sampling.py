@@ -1,6 +1,10 @@
-"""ctcm.sampling: image i depends only on (seed, i); in-training FID samples are the `ctcm sample` images."""
+"""ctcm.sampling: free functions of a callable, a schedule and a shape (the model is not imported); image i
+depends only on (seed, i); in-training FID samples are the `ctcm sample` images."""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +13,7 @@ import torch
 import ctcm
 from ctcm.cli import main
 from ctcm.metrics import FIDEvaluator
-from ctcm.sampling import ImageNoise, image_seed, sample_all, sample_batches, to_uint8
+from ctcm.sampling import ImageNoise, image_seed, multistep_sample, sample_all, sample_batches, to_uint8
 
 from conftest import stub_model
 
@@ -17,17 +21,17 @@ from conftest import stub_model
 @pytest.mark.parametrize("steps", [1, 2])
 def test_image_i_is_the_same_for_any_batch_size_and_rank_count(steps):
     model = stub_model().eval()
-    reference = sample_all(model, 7, seed=4, steps=steps, batch_size=7)
+    reference = model.sample(7, seed=4, steps=steps, batch_size=7)
     for batch_size in (1, 3):
-        torch.testing.assert_close(sample_all(model, 7, seed=4, steps=steps, batch_size=batch_size), reference,
+        torch.testing.assert_close(model.sample(7, seed=4, steps=steps, batch_size=batch_size), reference,
                                    rtol=0, atol=0)
     parts = {}
     for rank in (0, 1):
-        parts.update(dict(sample_batches(model, 7, seed=4, steps=steps, batch_size=3, rank=rank, world_size=2)))
+        parts.update(dict(model.sample_batches(7, seed=4, steps=steps, batch_size=3, rank=rank, world_size=2)))
     assert sorted(parts) == [0, 3, 6]
     assert torch.equal(torch.cat([parts[k] for k in sorted(parts)]), reference)
-    assert torch.equal(sample_all(model, 3, seed=4, steps=steps, batch_size=2), reference[:3])  # a prefix of n
-    assert not torch.equal(sample_all(model, 7, seed=5, steps=steps, batch_size=7), reference)
+    assert torch.equal(model.sample(3, seed=4, steps=steps, batch_size=2), reference[:3])  # a prefix of n
+    assert not torch.equal(model.sample(7, seed=5, steps=steps, batch_size=7), reference)
 
 
 def test_renoising_draw_belongs_to_the_image():
@@ -47,13 +51,50 @@ def test_first_draw_is_the_starting_noise():
     """Image i starts from the first draw of its generator (the re-noising draws follow it)."""
     model = stub_model().eval()
     noise = ImageNoise(2, range(4), (3, 8, 8), device=torch.device("cpu"), dtype=torch.float64)()
-    one = ctcm.sample(model, noise, ctcm.default_times(model.schedule, 1)).clamp(-1, 1)
-    assert torch.equal(sample_all(model, 4, seed=2, steps=1), one)
+    one = ctcm.multistep_sample(model, noise, ctcm.default_times(model.schedule, 1),
+                                schedule=model.schedule).clamp(-1, 1)
+    assert torch.equal(model.sample(4, seed=2, steps=1), one)
 
 
 def test_model_sample_is_the_batched_sampler():
     model = stub_model().eval()
-    assert torch.equal(model.sample(5, steps=2, seed=9), sample_all(model, 5, steps=2, seed=9, batch_size=2))
+    assert torch.equal(model.sample(5, steps=2, seed=9), model.sample(5, steps=2, seed=9, batch_size=2))
+    free = sample_all(model, 5, schedule=model.schedule, shape=(3, 8, 8), dtype=torch.float64, steps=2, seed=9,
+                      batch_size=2)  # the free function, given what the model fills in
+    assert torch.equal(model.sample(5, steps=2, seed=9), free)
+
+
+def test_sampling_does_not_import_the_model():
+    """model.py imports sampling, never the reverse (not even for type hints): the samplers are free functions."""
+    tree = ast.parse((Path(ctcm.__file__).parent / "sampling.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "model" not in imported and "ctcm.model" not in imported, imported
+    assert all(not (m or "").endswith("model") for m in imported), imported
+
+
+def test_multistep_sample_of_a_plain_function_is_eq_12():
+    """Eq. 12 for f(x, t) = (1/2 + t) x, a plain function (no model, no weights), written out by hand in float64:
+    x0 = f(prior_std z, t0), x1 = alpha(t1) x0 + sigma(t1) eps, result f(x1, t1); the trigflow schedule's
+    alpha = cos t, sigma = sin t (Eq. 4) and prior_std = sigma_data are used directly, not through the schedule."""
+    schedule = ctcm.create_schedule("trigflow")
+    calls = []
+
+    def f(x, t):
+        calls.append(t.shape)
+        return (0.5 + t)[:, None, None, None] * x
+
+    z = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    eps = torch.randn_like(z)
+    t0, t1 = schedule.t_max, 0.3
+    out = multistep_sample(f, z, [t0, t1], schedule=schedule, noise_sampler=lambda: eps)
+    x0 = (0.5 + t0) * (schedule.sigma_data * z)
+    expected = (0.5 + t1) * (np.cos(t1) * x0 + schedule.sigma_data * np.sin(t1) * eps)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert calls == [(3,), (3,)]
+    batches = list(sample_batches(f, 5, schedule=schedule, shape=(2, 4, 4), dtype=torch.float64, batch_size=2,
+                                  steps=2, seed=1))
+    assert [start for start, _ in batches] == [0, 2, 4] and batches[-1][1].shape == (1, 2, 4, 4)
 
 
 def test_to_uint8_layout_and_rounding():

@@ -63,7 +63,8 @@ def test_inductor_compiles_on_cpu_and_equals_eager() -> None:
 
 
 def test_bf16_autocast_tangent_stays_close_to_fp32() -> None:
-    """Stated tolerance: relative L2 error of df/dt under CPU bf16 autocast <= 1% of the fp32 tangent (measured 0.1%)."""
+    """Stated tolerance: relative L2 error of df/dt under CPU bf16 autocast <= 1% of the fp32 tangent
+    (measured 0.1%)."""
     model = tiny_model(dtype=torch.float32, resolution=16, modes=8).eval()
     x, t, v = _batch(model, 4)
     with torch.no_grad():

@@ -32,47 +32,40 @@ def resize_center_crop(image: np.ndarray, resolution: int) -> np.ndarray:
 class ImageDataset(Dataset):
     """Images as float32 tensors (3, resolution, resolution) in [-1, 1]: x = uint8 / 127.5 - 1.
 
-    With ``flip=True`` each item is mirrored left-right with probability 1/2, drawn from torch's global RNG
-    (so a seeded DataLoader generator / worker seed makes the epoch reproducible). Safe with worker processes.
+    Item i is a pure function of i: no random flips here. Flips have one owner, the training engine's data
+    order (:mod:`ctcm.engine.data_order`, ``data.flip``), seeded by (seed, step). Safe with worker processes.
     """
 
-    def __init__(self, source: ImageSource, resolution: int = 32, *, flip: bool = True) -> None:
+    def __init__(self, source: ImageSource, resolution: int = 32) -> None:
         if resolution < 1:
             raise DataError(f"resolution must be a positive int, got {resolution}")
         self.source = source
         self.resolution = resolution
-        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> Tensor:
         image = resize_center_crop(self.source.load(index), self.resolution)
-        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
-        if self.flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
 
     def __repr__(self) -> str:
-        return (f"ImageDataset({self.source.description}, n={len(self)}, resolution={self.resolution}, "
-                f"flip={self.flip})")
+        return f"ImageDataset({self.source.description}, n={len(self)}, resolution={self.resolution})"
 
 
-def build_dataset(source: str | os.PathLike, resolution: int = 32, *, flip: bool = True,
-                  split: str = "train") -> ImageDataset:
+def build_dataset(source: str | os.PathLike, resolution: int = 32, *, split: str = "train") -> ImageDataset:
     """A :class:`torch.utils.data.Dataset` of float32 (3, resolution, resolution) images in [-1, 1].
 
     Args:
         source: ``"embedded"``, an image folder, a ``.zip`` of one, a ``.npz`` (key ``x``, uint8 NHWC),
             or ``"cifar10[:ROOT]"`` (see docs/data.md).
         resolution: output side; other sizes are resized (shorter side) and centre-cropped.
-        flip: random horizontal flips (global torch RNG).
         split: ``"train"`` or ``"test"``; used by cifar10 and by folders/zips with top-level train/ and test/.
 
     Raises:
         DataError: missing or malformed data (the message names the path and the expected layout).
     """
-    return ImageDataset(open_source(source, split), resolution, flip=flip)
+    return ImageDataset(open_source(source, split), resolution)
 
 
 def count_images(source: str | os.PathLike, *, split: str = "train") -> int:

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import UserValueError
+
 EMBEDDED = "embedded"
 EMBEDDED_FILE = Path(__file__).resolve().parent / "embedded" / "cifar10-train-first2000.zip"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -31,7 +33,7 @@ _LAYOUT = ("expected an image folder (class subfolders or flat, optionally with 
            "a .zip of one, a .npz with uint8 images under 'x' (N, H, W, 3), 'embedded', or 'cifar10[:ROOT]'")
 
 
-class DataError(ValueError):
+class DataError(UserValueError):
     """Missing or malformed data: the message names the path and the expected layout."""
 
 

@@ -8,7 +8,9 @@ exact resume, DDP under torchrun), logging and plots. Entry points: :func:`train
 
 from .config import (DataConfig, EMAConfig, EvalConfig, OptimConfig, TrainConfig, load_train_config,
                      resolve_train_dict)
-from .trainer import NonFiniteError, Trainer, TrainResult, train
+from .guard import NonFiniteError
+from .results import TrainResult
+from .trainer import Trainer, train
 
 __all__ = [
     "DataConfig", "EMAConfig", "EvalConfig", "NonFiniteError", "OptimConfig", "TrainConfig",

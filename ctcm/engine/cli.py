@@ -19,7 +19,9 @@ from ..config import ConfigError
 from ..errors import add_debug_option, run_cli
 from .config import load_train_config
 from .resume import stored_train_config
-from .trainer import TrainResult, resolve_resume, train
+from .checkpointing import resolve_resume
+from .results import TrainResult
+from .trainer import train
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,14 +108,14 @@ def _main(argv: list[str]) -> int:
     overrides += [f"init_from={args.init_from}"] if args.init_from is not None else []
     out = Path(args.out)
     resume = resolve_resume(out, args.resume)
-    if args.config is None and resume is None:
-        raise ConfigError("give --config PATH (or --resume to continue a run with its stored config)")
     if resume is not None and args.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite deletes it: give one of them")
     if args.config is not None:
         cfg = load_train_config(args.config, overrides)
-    else:  # resuming without an explicit config: the run's own
+    elif resume is not None:  # resuming without an explicit config: the run's own
         cfg = load_train_config(None, overrides, base=stored_train_config(read_checkpoint(resume)), resolved=True)
+    else:
+        raise ConfigError("give --config PATH (or --resume to continue a run with its stored config)")
     result = train(cfg, out, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
     if not result.files:  # a non-main rank: rank 0 reports
         return 0 if result.interrupted is None else 128 + int(result.interrupted)

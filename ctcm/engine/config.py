@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from ..build import get_recipe
+from ..registry import create_recipe
+from ..sampling import SAMPLING_STEPS
 from ..config import (ConfigError, ModelConfig, ObjectiveTermConfig, apply_overrides, from_dict, merge,
                       read_yaml_mapping, to_dict)
 
@@ -112,6 +113,9 @@ class EvalConfig:
         for name in ("fid_batch_size", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"eval.{name} must be positive, got {getattr(self, name)}")
+        if any(steps not in SAMPLING_STEPS for steps in self.fid_steps) or (self.fid_every and not self.fid_steps):
+            raise ConfigError(f"eval.fid_steps lists numbers of sampling steps, each one of {list(SAMPLING_STEPS)}, "
+                              f"e.g. [1, 2]; got {self.fid_steps}")
 
 
 @dataclass
@@ -172,7 +176,7 @@ class TrainConfig:
 
 def recipe_defaults(name: str) -> dict[str, Any]:
     """A recipe as TrainConfig data: ``{recipe, model, objective, **train}``."""
-    recipe = get_recipe(name)
+    recipe = create_recipe(name)
     return {"recipe": name, "model": to_dict(recipe.model), "objective": to_dict(recipe.objective),
             **to_dict(recipe.train)}
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+from ..config import ConfigError
 
 EPOCH_STRIDE = 1_000_003  # a prime: keeps the per-epoch seeds of different run seeds apart
 
@@ -36,11 +37,11 @@ class StepBatchSampler(Sampler[list[tuple[int, bool]]]):
     def __init__(self, n: int, batch_size: int, *, seed: int, start_step: int = 0, flip: bool = True,
                  rank: int = 0, world_size: int = 1) -> None:
         if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} ranks; "
-                             f"choose a multiple of {world_size}")
+            raise ConfigError(f"batch_size {batch_size} is not divisible by the {world_size} ranks; "
+                              f"choose a multiple of {world_size}")
         if n < batch_size:
-            raise ValueError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
-                             f"lower batch_size or use more data")
+            raise ConfigError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
+                              f"lower batch_size or use more data")
         self.n, self.batch_size, self.seed, self.start_step, self.flip = n, batch_size, seed, start_step, flip
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = n // batch_size
@@ -50,10 +51,10 @@ class StepBatchSampler(Sampler[list[tuple[int, bool]]]):
         local = self.batch_size // self.world_size
         while True:
             epoch, first = divmod(step, self.steps_per_epoch)
-            perm, flips = epoch_order(self.n, self.seed, epoch, self.flip)
+            perm, flips = (v.tolist() for v in epoch_order(self.n, self.seed, epoch, self.flip))  # once an epoch
             for k in range(first, self.steps_per_epoch):
                 lo = k * self.batch_size + self.rank * local
-                yield [(int(perm[i]), bool(flips[i])) for i in range(lo, lo + local)]
+                yield list(zip(perm[lo:lo + local], flips[lo:lo + local]))
             step = (epoch + 1) * self.steps_per_epoch
 
     def __len__(self) -> int:  # endless; DataLoader only needs this for len(), which we never call

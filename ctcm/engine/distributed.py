@@ -84,23 +84,33 @@ def all_ranks_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """Logical AND of ``flag`` over ranks (every rank gets the same answer)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item() > 0.5)
+    return all_ranks_all(torch.tensor([flag], device=device), info)[0]
+
+
+def all_ranks_all(flags: torch.Tensor, info: DistInfo) -> list[bool]:
+    """Element-wise logical AND of the bool tensor ``flags`` (n,) over ranks, as Python bools: one host sync
+    (and one all-reduce under DDP) for all n of them."""
+    t = flags.to(torch.float32)
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return [v > 0.5 for v in t.tolist()]
 
 
 def any_rank_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return not all_ranks_true(not flag, info, device)
 
 
-def mean_logs(logs: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
-    """Average float logs over ranks (same keys on every rank)."""
-    if not info.enabled or not logs:
-        return logs
+def mean_logs(logs: dict[str, torch.Tensor | float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    """Logs (0-dim tensors or floats, the same keys on every rank) averaged over ranks, as floats: one host
+    sync (and one all-reduce under DDP) for all of them."""
+    if not logs:
+        return {}
     keys = sorted(logs)
-    t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return dict(zip(keys, (t / info.world_size).tolist()))
+    t = torch.stack([torch.as_tensor(logs[k], dtype=torch.float64, device=device).reshape(()) for k in keys])
+    if info.enabled:
+        dist.all_reduce(t)
+        t = t / info.world_size
+    return dict(zip(keys, t.tolist()))
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter], info: DistInfo) -> None:

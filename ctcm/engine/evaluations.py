@@ -11,22 +11,22 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..model import ConsistencyModel
-from ..sampling import sample_all
 from .config import TrainConfig
 from .distributed import DistInfo, barrier
 from .learning_measure import data_distance
 from .logging import save_grid
+from ..config import ConfigError
 
 GRID_SEED_OFFSET = 2
 EVAL_SEED_OFFSET = 3
 
 
 def load_data(cfg: TrainConfig, resolution: int, split: str) -> Dataset:
-    """``build_dataset(cfg.data.source, ...)`` without its own flips (the engine draws them), clear errors."""
+    """``build_dataset(cfg.data.source, ...)`` with clear errors (flips are the data order's, ``data.flip``)."""
     from ..data import DataError, build_dataset
 
     try:
-        return build_dataset(cfg.data.source, resolution, flip=False, split=split)
+        return build_dataset(cfg.data.source, resolution, split=split)
     except (DataError, FileNotFoundError) as exc:
         raise DataError(f"cannot load the {split} data of data.source={cfg.data.source!r}: {exc}. "
                         f"Fix the path, or pass --data PATH (or data.source=PATH).") from exc
@@ -39,7 +39,7 @@ def split_data(cfg: TrainConfig, resolution: int, need_heldout: bool) -> tuple[D
     if isinstance(h, int):
         n = len(train)  # type: ignore[arg-type]
         if h >= n:
-            raise ValueError(f"data.heldout={h} leaves no training images out of {n}; lower it")
+            raise ConfigError(f"data.heldout={h} leaves no training images out of {n}; lower it")
         return Subset(train, range(n - h)), (Subset(train, range(n - h, n)) if h else None)
     wanted = need_heldout and cfg.eval.learning_samples > 0
     return train, (load_data(cfg, resolution, h) if wanted else None)
@@ -63,22 +63,22 @@ class Evaluations:
     def grid(self, model: ConsistencyModel, path: Path) -> Path:
         """``eval.grid`` one-step samples from fixed noise, tiled into ``path``."""
         n = self.cfg.eval.grid
-        x = sample_all(model, n, steps=1, seed=self.cfg.seed + GRID_SEED_OFFSET,
-                       batch_size=min(n, self.cfg.eval.batch_size))
+        x = model.sample(n, steps=1, seed=self.cfg.seed + GRID_SEED_OFFSET,
+                         batch_size=min(n, self.cfg.eval.batch_size))
         return save_grid(x, path)
 
     def learning(self, model: ConsistencyModel, train: Dataset, heldout: Dataset | None, step: int,
                  initial: bool) -> dict[str, float]:
         """:func:`data_distance` of 1- and 2-step samples to held-out data, plus (initially) the noise floor."""
         if heldout is None:
-            raise ValueError("eval.learning_samples > 0 needs held-out images: set data.heldout (a split name or "
-                             "a number of training images to hold out), or eval.learning_samples=0")
+            raise ConfigError("eval.learning_samples > 0 needs held-out images: set data.heldout (a split name or "
+                              "a number of training images to hold out), or eval.learning_samples=0")
         seed = self.cfg.seed
         ref = reference_images(heldout, self.cfg.eval.learning_samples, seed)
         out: dict[str, float] = {"step": step}
         for steps in (1, 2):
-            x = sample_all(model, len(ref), steps=steps, seed=seed + EVAL_SEED_OFFSET,
-                           batch_size=self.cfg.eval.batch_size).cpu()
+            x = model.sample(len(ref), steps=steps, seed=seed + EVAL_SEED_OFFSET,
+                             batch_size=self.cfg.eval.batch_size).cpu()
             out.update({f"{k}_{steps}step": v for k, v in data_distance(x, ref).items()})
         if initial:
             floor = data_distance(reference_images(train, len(ref), seed + 1), ref)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, model_dict_from_v01
+from ..build import stored_model
+from ..config import ConfigError, ModelConfig, from_dict, model_dict_from_v01, to_dict
 
 # dotted prefixes of the resolved config that a resumed run must keep
 FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout")
@@ -24,12 +25,13 @@ def checkpoint_config(resolved: dict[str, Any]) -> dict[str, Any]:
 
 def stored_train_config(payload: dict[str, Any]) -> dict[str, Any]:
     """The resolved run config of a checkpoint: ``extra.config`` plus the model section rebuilt from
-    ``config`` (checkpoints written before the split carry the model section in ``extra.config`` too)."""
+    ``config`` (checkpoints written before the split carry the model section in ``extra.config`` too), with
+    every constructor argument spelled out (:func:`ctcm.build.stored_model`)."""
     stored = dict(payload["extra"]["config"])
     model, objective = model_dict_from_v01(stored.get("model") or payload["config"])  # 0.1: objective in model
     if objective is not None:
         stored.setdefault("objective", objective)
-    stored["model"] = model
+    stored["model"] = to_dict(stored_model(from_dict(ModelConfig, model)))  # 0.1/0.2 stored given arguments only
     return stored
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from collections.abc import Callable
 
 from ..atomic import atomic_link, atomic_write_text
+from ..errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
@@ -25,7 +26,7 @@ RUN_FILES = ("config.yaml", "train.csv", "metrics.json", "loss.png", "fid.png")
 RUN_DIRS = (CHECKPOINT_DIR, "samples", "tensorboard")
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(UserError, RuntimeError):
     """A run folder that holds another run, or that cannot be written."""
 
 

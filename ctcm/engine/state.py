@@ -6,7 +6,7 @@ Everything here is ``weights_only``-safe: tensors, ints, floats, strings, lists 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ import torch
 
 def capture_rng(objective_generator: torch.Generator) -> dict[str, Any]:
     """The CPU, CUDA, NumPy and Python RNG states plus the objective's generator, as plain data."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     py_state = random.getstate()
     return {
         "torch_cpu": torch.get_rng_state(),

@@ -5,20 +5,22 @@ are a function of (seed, step) (:mod:`ctcm.engine.data_order`); the objective's 
 weight-drop masks) come from one generator whose state is saved together with the global CPU/CUDA/NumPy/
 Python RNG states. On CPU, N steps + resume + N steps therefore gives bit-identical weights to 2N steps.
 
-The parts around the loop live in their own modules: the run folder (:mod:`.rundir`), the periodic tasks
-(:mod:`.periodic`), set-up/tear-down (:mod:`.session`), the preemption-safe loader (:mod:`.loader`), what
-resume may change (:mod:`.resume`) and the evaluations (:mod:`.evaluations`).
+This module is the loop; the parts around it live in their own modules: what checkpoints hold and how a
+run is restored (:mod:`.checkpointing`), the non-finite guard (:mod:`.guard`), what a run returns
+(:mod:`.results`), the run folder (:mod:`.rundir`), the periodic tasks (:mod:`.periodic`), set-up/tear-down
+(:mod:`.session`), the preemption-safe loader (:mod:`.loader`), what resume may change (:mod:`.resume`) and
+the evaluations (:mod:`.evaluations`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,81 +28,26 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..build import build, build_objective
-from ..checkpoint import network_weights, read_checkpoint, save_checkpoint
-from ..config import to_dict
+from ..checkpoint import save_checkpoint
 from ..ema import EMA
-from ..model import compile_backbone
+from ..model import ConsistencyModel, compile_backbone
 from ..objective import Objective
-from . import state as run_state
+from .checkpointing import checkpoint_extra, init_weights, resolve_resume, restore_run
 from .config import TrainConfig, dump_yaml
 from .data_order import FlippedDataset, StepBatchSampler
-from .distributed import all_ranks_true, any_rank_true, average_gradients, barrier, dist_info, mean_logs, pick_device
+from .distributed import (DistInfo, all_ranks_all, all_ranks_true, any_rank_true, average_gradients, barrier, dist_info,
+                          mean_logs, pick_device)
 from .evaluations import Evaluations, split_data
+from .guard import NonFiniteError, nonfinite_message, weights_finite, weights_finite_flag
 from .loader import close_loader, make_loader, next_batch
 from .logging import MetricsLogger, plot_fid, plot_losses
 from .lr import build_scheduler
 from .periodic import Periodic
-from .resume import check_resume_config, checkpoint_config, stored_train_config
+from .results import TrainResult, summarise_learning
 from .rundir import RunFolder, latest_checkpoint
 from .session import RunSession
 
 OBJECTIVE_SEED_OFFSET = 1
-
-
-class NonFiniteError(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient norm, or non-finite weights."""
-
-
-@dataclass
-class TrainResult:
-    """What a run leaves behind. ``interrupted``: the signal number that stopped it early (else None).
-    ``trailing_nonfinite``: skipped steps at the very end of the run (0 when its last step was applied)."""
-
-    out: Path
-    step: int
-    checkpoint: Path | None
-    files: dict[str, Path] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    nonfinite: int = 0
-    interrupted: int | None = None
-    trailing_nonfinite: int = 0
-
-
-def resolve_resume(out: Path, resume: str | os.PathLike | bool | None) -> Path | None:
-    """``True`` -> the latest checkpoint in ``out`` (an error when there is none); a path -> that file."""
-    if resume is None or resume is False:
-        return None
-    if resume is True:
-        path = latest_checkpoint(out)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {Path(out) / 'checkpoints'}; "
-                                    f"pass the checkpoint's path or drop --resume to start a new run")
-        return path
-    return Path(resume)
-
-
-def weights_finite(module: nn.Module) -> bool:
-    """Whether every parameter and floating buffer of ``module`` is finite (one device sync).
-
-    x * 0 is 0 for finite x and NaN for inf / NaN, so the norms of the zeroed tensors are all finite
-    exactly when the weights are: a few fused multi-tensor kernels on CUDA instead of two per tensor."""
-    tensors = [t.detach() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-    if not tensors:
-        return True
-    return bool(torch.stack(torch._foreach_norm(torch._foreach_mul(tensors, 0.0))).isfinite().all())
-
-
-def init_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load the network weights of checkpoint ``path`` into ``model`` (its EMA weights when it has them):
-    a warm start, e.g. from a diffusion pretraining run. Optimiser, EMA, step and RNG start fresh."""
-    payload = read_checkpoint(path)
-    state = network_weights(payload, "ema")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"--init-from {path}: its weights do not fit this run's model ({first}); "
-                         f"initialise from a checkpoint of the same backbone and width") from exc
 
 
 class Trainer:
@@ -121,13 +68,15 @@ class Trainer:
         self.info = dist_info()
         self.device = pick_device(cfg.device, self.info)
         self.resumed_from = resolve_resume(Path(out), resume)
-        self.folder = RunFolder(out)
+        self.folder = RunFolder(Path(out))
         if self.info.is_main:  # before anything expensive: a wrong --out fails in a second
             self.folder.claim(resume=self.resumed_from is not None, overwrite=overwrite)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
 
         self.model = build(cfg.model).to(self.device)
+        assert self.model.config is not None  # built from a config
+        self.cfg = cfg = dataclasses.replace(cfg, model=self.model.config)  # every argument spelled out
         self.objective: Objective = build_objective(cfg.objective)
         self.objective.check_model(self.model)  # before any data is read: a mismatch fails in a second
         # an objective's own trainable parameters (e.g. sCM's adaptive weighting): optimised with the model
@@ -136,22 +85,32 @@ class Trainer:
             init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay,
-                                           fused=True if self.device.type == "cuda" else None)  # one kernel
+        # fused: one kernel, and the step counts stay on the device (the for-loop version reads each on the host)
+        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=(o.betas[0], o.betas[1]),
+                                           eps=o.eps, weight_decay=o.weight_decay,
+                                           fused=self.device.type in ("cuda", "cpu"))
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
-        self.step, self.nonfinite_total, self.metrics = 0, 0, {}
+        self.step, self.nonfinite_total = 0, 0
+        self.metrics: dict[str, Any] = {}
         self.nonfinite_cause = ""  # what the objective said made the last non-finite loss so (LossOutput.explain)
         self.last_saved: Path | None = None
+        # the last update, not yet known to leave the weights finite: (flag tensor, its step, its lr)
+        self._unsettled: tuple[torch.Tensor, int, float] | None = None
         if self.resumed_from is not None:
             self._load(self.resumed_from)
 
-        self.dataset, self.heldout = dataset, heldout
         if dataset is None:
-            self.dataset, self.heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
+            dataset, heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
+        self.dataset: Dataset = dataset
+        self.heldout: Dataset | None = heldout
         self.evals = Evaluations(cfg, self.device, self.progress)
         self.wrapped: nn.Module = self.model
+
+    @property
+    def ema_model(self) -> ConsistencyModel:
+        """The averaged copy of :attr:`model` (``ema.model``) that grids, the learning measure and FID sample."""
+        return cast(ConsistencyModel, self.ema.model)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The model's parameters, then the objective's own."""
@@ -159,49 +118,12 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
-        """Restore the run from ``path``; optimiser, EMA and schedule settings of this config take effect."""
-        payload = read_checkpoint(path, map_location=self.device)
-        extra = payload["extra"]
-        if "config" in extra:
-            check_resume_config(stored_train_config(payload), to_dict(self.cfg), path)
-        if int(extra["data_order"]["seed"]) != self.cfg.seed:
-            raise ValueError(f"{path} was trained with seed {extra['data_order']['seed']}, this config has "
-                             f"seed {self.cfg.seed}: resume with the run's seed (seed=...) for the same data order")
-        self.model.load_state_dict(payload["model"])  # the live weights; EMA weights stay in the EMA copy
-        decay = self.ema.decay
-        self.ema.load_state_dict(payload["ema"])
-        self.ema.decay = decay  # ema.* of this config
-        self.objective_params.load_state_dict(extra.get("objective", {}))
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["lr_scheduler"])
-        self._apply_optim_settings()
-        self.step = int(payload["step"])
-        run_state.restore_rng(extra["rng"], self.generator)
-        self.nonfinite_total = int(extra.get("nonfinite_total", 0))
-        self.metrics = dict(extra.get("metrics", {}))
-        run = extra.get("run", {})
-        self.folder = RunFolder(self.folder.out, run.get("run_id"), run.get("checkpoints", []))
-
-    def _apply_optim_settings(self) -> None:
-        """Put this config's optim.* into the restored optimiser and scheduler; the schedule's position (its
-        step count) is the checkpoint's, so lr = optim.lr x the schedule's factor at the resumed step."""
-        o = self.cfg.optim
-        self.scheduler.base_lrs = [o.lr for _ in self.optimizer.param_groups]
-        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        for group in self.optimizer.param_groups:
-            group.update(initial_lr=o.lr, lr=o.lr * factor, betas=tuple(o.betas), eps=o.eps,
-                         weight_decay=o.weight_decay)
-
-    def _payload_extra(self) -> dict[str, Any]:
-        return {
-            "config": checkpoint_config(to_dict(self.cfg)),  # the model section is stored once, as config
-            "rng": run_state.capture_rng(self.generator),
-            "data_order": {"seed": self.cfg.seed, "step": self.step, "world_size": self.info.world_size},
-            "nonfinite_total": self.nonfinite_total,
-            "metrics": self.metrics,
-            "run": self.folder.state_dict(),
-            "objective": self.objective_params.state_dict(),
-        }
+        """Restore the run from ``path`` (:func:`.checkpointing.restore_run`)."""
+        run = restore_run(path, self.cfg, model=self.model, ema=self.ema, objective_params=self.objective_params,
+                          optimizer=self.optimizer, scheduler=self.scheduler, generator=self.generator,
+                          device=self.device)
+        self.step, self.nonfinite_total, self.metrics = run.step, run.nonfinite_total, run.metrics
+        self.folder = RunFolder(self.folder.out, run.run_id, run.checkpoints)
 
     def save(self) -> Path | None:
         """Write ``checkpoints/step_N.pt`` and point ``latest.pt`` at it (rank 0; every rank waits).
@@ -209,6 +131,7 @@ class Trainer:
         Raises:
             NonFiniteError: the live or EMA weights are not finite (nothing is written).
         """
+        self.settle()
         if not (weights_finite(self.model) and weights_finite(self.ema.model)):
             raise NonFiniteError(self._nonfinite_message(f"the weights are not finite at step {self.step}"))
         path = None
@@ -216,23 +139,32 @@ class Trainer:
             path = self.folder.save_checkpoint(
                 self.step, lambda p: save_checkpoint(p, self.model, ema=self.ema, optimizer=self.optimizer,
                                                      lr_scheduler=self.scheduler, step=self.step,
-                                                     extra=self._payload_extra()),
+                                                     extra=self._checkpoint_extra()),
                 self.cfg.keep_checkpoints)
             self.last_saved = path
         barrier(self.info)
         return path
 
+    def _checkpoint_extra(self) -> dict[str, Any]:
+        return checkpoint_extra(self.cfg, generator=self.generator, step=self.step, world_size=self.info.world_size,
+                                nonfinite_total=self.nonfinite_total, metrics=self.metrics, folder=self.folder,
+                                objective_params=self.objective_params)
+
     def _nonfinite_message(self, what: str) -> str:
-        last = self.last_saved or latest_checkpoint(self.folder.out)
-        return (f"{what}, so the run stops without writing a checkpoint. The last good checkpoint is "
-                f"{last if last is not None else '(none written yet)'}, left untouched. Lower optim.lr, raise "
-                f"optim.warmup_steps or lower the weight of the objective term whose column in train.csv grows, then "
-                f"resume from it (--resume optim.lr=...).")
+        return nonfinite_message(what, self.last_saved or latest_checkpoint(self.folder.out))
 
     # -- one step ---------------------------------------------------------------------------------------------------
-    def _train_step(self, x0: torch.Tensor) -> tuple[dict[str, float], bool]:
-        """One optimiser step on the local batch; returns (logs, applied). Non-finite steps change nothing;
-        an update that makes the weights non-finite stops the run before the EMA sees it."""
+    def _train_step(self, x0: torch.Tensor, stopping: bool = False) -> tuple[dict[str, torch.Tensor | float], bool,
+                                                                            bool]:
+        """One optimiser step on the local batch; returns (logs, applied, stop), the logs as detached tensors,
+        ``stop``: whether any rank was ``stopping`` (a signal).
+
+        One host sync per step, the non-finite guard: whether this step's loss and gradient norm are finite
+        (on every rank) and whether the previous update left the weights finite, read together (with the
+        ranks' stop flags: one all-reduce under DDP). A step with
+        a non-finite loss or gradient changes nothing. The EMA takes an update once it is known to be finite
+        (:meth:`settle`, here at the next step's sync or before anything reads the EMA), so an update that
+        makes the weights non-finite stops the run before the EMA or a checkpoint sees it."""
         cfg = self.cfg
         self.wrapped.train()
         use_bf16 = cfg.precision == "bf16" and self.device.type == "cuda"
@@ -240,29 +172,43 @@ class Trainer:
             out = self.objective(self.wrapped, x0, self.step, generator=self.generator, rank=self.info.rank,
                                  world_size=self.info.world_size)
         self.optimizer.zero_grad(set_to_none=True)
-        logs = dict(out.logs)
-        applied = all_ranks_true(bool(torch.isfinite(out.loss.detach())), self.info, self.device)
-        if not applied and out.explain is not None:
-            self.nonfinite_cause = out.explain()
+        out.loss.backward()  # a non-finite loss gives a non-finite gradient norm: the step is then skipped
+        average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip)
+        finite = torch.isfinite(out.loss.detach()) & torch.isfinite(grad_norm)
+        last_update = self._unsettled[0] if self._unsettled is not None else torch.ones_like(finite)
+        going = torch.tensor(not stopping, device=finite.device)
+        applied, weights_ok, going_on = all_ranks_all(torch.stack([finite, last_update.to(finite.device), going]),
+                                                      self.info)
+        self.settle(weights_ok)
+        lr = self.optimizer.param_groups[0]["lr"]
+        logs: dict[str, torch.Tensor | float] = {**out.logs, "grad_norm": grad_norm.detach(), "lr": lr}
         if applied:
-            out.loss.backward()
-            average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
-            clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip)
-            logs["grad_norm"] = float(grad_norm)
-            applied = bool(torch.isfinite(grad_norm))  # gradients are synchronised: the same on every rank
-            if applied:
-                self.optimizer.step()
-                if not weights_finite(self.model):
-                    raise NonFiniteError(self._nonfinite_message(
-                        f"the update of step {self.step + 1} made the weights non-finite (lr "
-                        f"{self.optimizer.param_groups[0]['lr']:.3g})"))
-                self.ema.update(self.model)
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self._unsettled = (weights_finite_flag(self.model), self.step + 1, lr)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            if out.explain is not None and not bool(torch.isfinite(out.loss.detach())):
+                self.nonfinite_cause = out.explain()  # the objective says what diverged (skipped steps only)
         self.scheduler.step()
-        return logs, applied
+        return logs, applied, not going_on
+
+    def settle(self, weights_ok: bool | None = None) -> None:
+        """Finish the last update: the EMA takes it when it left the weights finite (``weights_ok``; None:
+        read its flag now, one host sync), else the run stops (nothing of it reaches the EMA or a checkpoint).
+
+        Raises:
+            NonFiniteError: the last update made the weights non-finite.
+        """
+        if self._unsettled is None:
+            return
+        flag, step, lr = self._unsettled
+        self._unsettled = None
+        if not (bool(flag) if weights_ok is None else weights_ok):
+            raise NonFiniteError(self._nonfinite_message(
+                f"the update of step {step} made the weights non-finite (lr {lr:.3g})"))
+        self.ema.update(self.model)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -284,10 +230,10 @@ class Trainer:
         if self.resumed_from is None:
             self.metrics = {}
             if cfg.eval.learning_samples > 0:
-                self.metrics["learning_initial"] = self.evals.learning(self.ema.model, self.dataset, self.heldout,
+                self.metrics["learning_initial"] = self.evals.learning(self.ema_model, self.dataset, self.heldout,
                                                                        self.step, initial=True)
             if cfg.eval.grid > 0:
-                files["grid_initial"] = self.evals.grid(self.ema.model, self.folder.grid(self.step))
+                files["grid_initial"] = self.evals.grid(self.ema_model, self.folder.grid(self.step))
 
     def _run(self, session: RunSession) -> TrainResult:
         cfg, main = self.cfg, self.info.is_main
@@ -308,7 +254,8 @@ class Trainer:
             while self.step < cfg.steps:
                 batch = next_batch(loader, session.stop_signal is not None)
                 if batch is not None:
-                    logs, applied = self._train_step(batch.to(self.device, non_blocking=True))
+                    logs, applied, stop = self._train_step(batch.to(self.device, non_blocking=True),
+                                                           session.stop_signal is not None)
                     self.step += 1
                     consecutive = 0 if applied else consecutive + 1
                     self.nonfinite_total += 0 if applied else 1
@@ -329,13 +276,15 @@ class Trainer:
                         window, t0 = [], time.perf_counter()
                     if bar is not None:
                         bar.update(1)
+                    if todo.grid or todo.fid:  # they read the EMA: give it the last update first
+                        self.settle()
                     if main and todo.grid:
-                        self.evals.grid(self.ema.model, self.folder.grid(self.step))
+                        self.evals.grid(self.ema_model, self.folder.grid(self.step))
                     if todo.fid:
                         self._fid(logger)
                 else:
                     todo = None
-                stop = any_rank_true(session.stop_signal is not None, self.info, self.device)
+                    stop = any_rank_true(session.stop_signal is not None, self.info, self.device)
                 if stop:  # the loader is not needed any more: stop its workers before the emergency save
                     close_loader(loader)
                 if stop or (todo is not None and todo.checkpoint):
@@ -344,6 +293,7 @@ class Trainer:
                     return self._finish(files, checkpoint, session.stop_signal or signal.SIGTERM, consecutive)
             if checkpoint is None and main:  # nothing left to train: report the checkpoint we resumed from
                 checkpoint = latest_checkpoint(self.folder.out)
+            self.settle()
             return self._finish(files, checkpoint, None, consecutive)
         finally:
             close_loader(loader)
@@ -362,11 +312,14 @@ class Trainer:
                     if k != "step":
                         logger.tb.add_scalar(k, v, self.step)
 
-    def _summarise(self, window: list[dict[str, float]], elapsed: float) -> dict[str, Any]:
-        """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters."""
+    def _summarise(self, window: list[dict[str, torch.Tensor | float]], elapsed: float) -> dict[str, Any]:
+        """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters: the
+        logs stay tensors until here, and all of them become floats with one host sync."""
         keys = sorted({k for logs in window for k in logs})
-        means = {k: float(np.mean([logs[k] for logs in window if k in logs])) for k in keys}
-        means = mean_logs(means, self.info, self.device) if all_ranks_true(bool(window), self.info, self.device) else means
+        means = {k: torch.stack([torch.as_tensor(logs[k], dtype=torch.float64, device=self.device).reshape(())
+                                 for logs in window if k in logs]).mean() for k in keys}
+        every_rank = all_ranks_true(bool(window), self.info, self.device)  # else this rank's own means only
+        means = mean_logs(means, self.info if every_rank else DistInfo(), self.device)
         steps = max(len(window), 1)
         row: dict[str, Any] = {"step": self.step}
         row.update(means)
@@ -380,9 +333,9 @@ class Trainer:
             out = self.folder.out
             if interrupted is None:
                 if self.cfg.eval.grid > 0:
-                    files["grid"] = self.evals.grid(self.ema.model, self.folder.grid(self.step))
+                    files["grid"] = self.evals.grid(self.ema_model, self.folder.grid(self.step))
                 if self.cfg.eval.learning_samples > 0:
-                    self.metrics["learning_final"] = self.evals.learning(self.ema.model, self.dataset, self.heldout,
+                    self.metrics["learning_final"] = self.evals.learning(self.ema_model, self.dataset, self.heldout,
                                                                          self.step, initial=False)
                     self.metrics["learning"] = summarise_learning(self.metrics)
             loss_png = plot_losses(out / "train.csv", out / "loss.png", self.objective.labels())
@@ -402,16 +355,6 @@ class Trainer:
                 files["checkpoint"] = checkpoint
         return TrainResult(self.folder.out, self.step, checkpoint, files, self.metrics, self.nonfinite_total,
                            interrupted, trailing)
-
-
-def summarise_learning(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Initial vs final distances and whether every one of them went down."""
-    first, last = metrics.get("learning_initial"), metrics.get("learning_final")
-    if not first or not last:
-        return {}
-    keys = [k for k in last if k != "step" and k in first]
-    return {"improved": all(last[k] < first[k] for k in keys),
-            **{k: {"initial": first[k], "final": last[k]} for k in keys}}
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, **kwargs: Any) -> TrainResult:

@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.sources import DataError
 from .distances import frechet_distance, kid_from_features
-from .network import FeatureNetworkError, InceptionFeatures
+from .network import InceptionFeatures
 from ..errors import add_debug_option, run_cli
 from .stats import Statistics, compute_statistics, is_statistics_file, load_or_compute_statistics
 
@@ -69,28 +68,20 @@ def _fid(argv: list[str]) -> int:
     _common(p)
     args = p.parse_args(argv)
     t0 = time.time()
-    try:
-        net = InceptionFeatures(args.weights, args.device)
-        common = dict(num=args.num, batch_size=args.batch_size, network=net, keep_features=args.kid,
-                      progress=not args.quiet)
-        s_gen = load_or_compute_statistics(args.gen, split=args.gen_split, cache_dir=args.cache_dir, **common) \
-            if is_statistics_file(args.gen) else \
-            compute_statistics(args.gen, split=args.gen_split, **common)
-        s_ref = load_or_compute_statistics(args.ref, split=args.ref_split, cache_dir=args.cache_dir, **common)
-        result = {"fid": frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma),
-                  "gen": args.gen, "ref": args.ref, "num_gen": s_gen.count, "num_ref": s_ref.count,
-                  "network_sha1": net.sha1}
-        if args.kid:
-            mean, std = kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=args.kid_subsets,
-                                          subset_size=args.kid_subset_size)
-            result.update(kid_mean=mean, kid_std=std)
-    except (DataError, FeatureNetworkError) as exc:
-        print(f"ctcm fid: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # e.g. a set of one image
-        print(f"ctcm fid: error: {exc}; FID needs at least 2 images per set (thousands for a usable value)",
-              file=sys.stderr)
-        return 2
+    net = InceptionFeatures(args.weights, args.device)
+    common = dict(num=args.num, batch_size=args.batch_size, network=net, keep_features=args.kid,
+                  progress=not args.quiet)
+    s_gen = load_or_compute_statistics(args.gen, split=args.gen_split, cache_dir=args.cache_dir, **common) \
+        if is_statistics_file(args.gen) else \
+        compute_statistics(args.gen, split=args.gen_split, **common)
+    s_ref = load_or_compute_statistics(args.ref, split=args.ref_split, cache_dir=args.cache_dir, **common)
+    result = {"fid": frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma),
+              "gen": args.gen, "ref": args.ref, "num_gen": s_gen.count, "num_ref": s_ref.count,
+              "network_sha1": net.sha1}
+    if args.kid:
+        mean, std = kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=args.kid_subsets,
+                                      subset_size=args.kid_subset_size)
+        result.update(kid_mean=mean, kid_std=std)
     for warning in comparability_warnings(s_gen, s_ref):
         print(f"ctcm fid: warning: {warning}", file=sys.stderr)
     result["seconds"] = round(time.time() - t0, 1)
@@ -112,13 +103,9 @@ def _fid_stats(argv: list[str]) -> int:
     p.add_argument("--features", action="store_true", help="also store the features (for KID; N x 2048 float32)")
     _common(p)
     args = p.parse_args(argv)
-    try:
-        stats = compute_statistics(args.source, num=args.num, batch_size=args.batch_size, split=args.split,
-                                   device=args.device, weights=args.weights, keep_features=args.features,
-                                   progress=not args.quiet)
-    except (DataError, FeatureNetworkError) as exc:
-        print(f"ctcm fid-stats: error: {exc}", file=sys.stderr)
-        return 2
+    stats = compute_statistics(args.source, num=args.num, batch_size=args.batch_size, split=args.split,
+                               device=args.device, weights=args.weights, keep_features=args.features,
+                               progress=not args.quiet)
     stats.save(args.out)
     print(f"wrote {args.out}: {stats.count} images of {stats.meta.get('description')}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from ..errors import UserValueError
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -22,10 +23,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or mu1.ndim != 1:
-        raise ValueError(f"means must be 1-d of one shape, got {mu1.shape} and {mu2.shape}")
+        raise UserValueError(f"means must be 1-d of one shape, got {mu1.shape} and {mu2.shape}")
     d = mu1.shape[0]
     if sigma1.shape != (d, d) or sigma2.shape != (d, d):
-        raise ValueError(f"covariances must be ({d}, {d}), got {sigma1.shape} and {sigma2.shape}")
+        raise UserValueError(f"covariances must be ({d}, {d}), got {sigma1.shape} and {sigma2.shape}")
     root1 = _sqrt_psd(sigma1)
     middle = root1 @ sigma2 @ root1
     eig = np.linalg.eigvalsh((middle + middle.T) / 2)
@@ -46,7 +47,7 @@ def kid_from_features(features1: np.ndarray, features2: np.ndarray, *, subsets: 
 
     n = min(len(features1), len(features2))
     if n < 2:
-        raise ValueError(f"KID needs at least 2 samples per set, got {len(features1)} and {len(features2)}")
+        raise UserValueError(f"KID needs at least 2 samples per set, got {len(features1)} and {len(features2)}")
     out = kid_features_to_metric(
         torch.as_tensor(np.asarray(features1, np.float64)), torch.as_tensor(np.asarray(features2, np.float64)),
         kid_subsets=subsets, kid_subset_size=min(subset_size, n), rng_seed=seed, verbose=False,

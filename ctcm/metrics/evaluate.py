@@ -10,11 +10,12 @@ import numpy as np
 from torch import Tensor
 
 from ..runtime import rank_world
-from ..sampling import sample_batches, to_uint8
+from ..sampling import to_uint8
 from .distances import frechet_distance, kid_from_features
 from .network import InceptionFeatures
 from .stats import (FeatureNet, Statistics, compute_statistics, extract_features, is_statistics_file,
                     load_or_compute_statistics, statistics_from_features)
+from ..errors import UserValueError
 
 SetLike = str | os.PathLike | Statistics
 
@@ -85,7 +86,7 @@ class FIDEvaluator:
     The reference statistics are loaded (or computed once and cached) at construction, by the constructing
     process alone (not a collective call: under torchrun let rank 0 construct first, barrier, then the
     others, which then read the cache). ``evaluate`` is a collective call under torchrun; it draws images
-    0..num_samples-1 of run ``seed`` by :func:`ctcm.sampling.sample_batches` (the images ``ctcm sample
+    0..num_samples-1 of run ``seed`` by :meth:`ctcm.ConsistencyModel.sample_batches` (the images ``ctcm sample
     --seed SEED`` writes, image for image), in batches of ``batch_size``. Under ``torchrun`` each rank samples
     and embeds batches rank, rank + world, ...; every rank returns the same score.
 
@@ -105,7 +106,7 @@ class FIDEvaluator:
                  weights: str | os.PathLike | None = None, ref_split: str = "train", progress: bool = True,
                  network: FeatureNet | None = None) -> None:
         if num_samples < 2 or batch_size < 1:
-            raise ValueError(f"num_samples must be >= 2 and batch_size >= 1, got {num_samples}, {batch_size}")
+            raise UserValueError(f"num_samples must be >= 2 and batch_size >= 1, got {num_samples}, {batch_size}")
         self.num_samples, self.batch_size, self.progress = int(num_samples), int(batch_size), progress
         self.network = network if network is not None else InceptionFeatures(weights, device)
         # computed by this process alone (no collective): rank 0 may build and cache it while the other ranks
@@ -117,8 +118,8 @@ class FIDEvaluator:
     def images(self, model: Any, steps: int = 1, seed: int = 0) -> Iterator[np.ndarray]:
         """This rank's batches of the evaluated samples, uint8 (b, H, W, C) (see :func:`ctcm.sampling.to_uint8`)."""
         rank, world = rank_world()
-        for _, x in sample_batches(model, self.num_samples, seed=seed, steps=steps, batch_size=self.batch_size,
-                                   rank=rank, world_size=world):
+        for _, x in model.sample_batches(self.num_samples, seed=seed, steps=steps, batch_size=self.batch_size,
+                                         rank=rank, world_size=world):
             yield to_uint8(x)
 
     def statistics(self, model: Any, steps: int = 1, seed: int = 0) -> Statistics:

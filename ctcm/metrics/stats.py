@@ -94,7 +94,7 @@ def statistics_from_features(features: np.ndarray, meta: dict[str, Any] | None =
     """Mean and unbiased covariance (float64, accumulated in chunks) of features (N, D)."""
     n = len(features)
     if n < 2:
-        raise ValueError(f"statistics need at least 2 images, got {n}")
+        raise DataError(f"statistics need at least 2 images, got {n} (thousands for a usable FID)")
     mu = features.mean(axis=0, dtype=np.float64)
     sigma = np.zeros((features.shape[1],) * 2)
     for start in range(0, n, 4096):
