@@ -96,13 +96,13 @@ class ObjectiveContext:
         first, the generator yields the same values (the same seed gives the same run for any order of the
         terms), and the backbone's dropout masks, drawn by the first forward, always come after them. r comes
         with t from a :class:`ctcm.TimePairDistribution` (None otherwise)."""
-        n = self.x0.shape[0] * self.world_size
-        kwargs = {"generator": self.generator, "device": self.x0.device, "dtype": self.x0.dtype}
+        n, g, device, dtype = self.x0.shape[0] * self.world_size, self.generator, self.x0.device, self.x0.dtype
         r: Tensor | None = None
         if isinstance(self.time_distribution, TimePairDistribution):
-            t, r = (self._shard(d) for d in self.time_distribution.draw_pair(n, self.schedule, **kwargs))
+            pair = self.time_distribution.draw_pair(n, self.schedule, generator=g, device=device, dtype=dtype)
+            t, r = self._shard(pair[0]), self._shard(pair[1])
         else:
-            t = self._shard(self.time_distribution.draw(n, self.schedule, **kwargs))
+            t = self._shard(self.time_distribution.draw(n, self.schedule, generator=g, device=device, dtype=dtype))
         return t, r, self.randn_like(self.x0), self.rand(self.x0.shape[0])
 
     @cached_property
