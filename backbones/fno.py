@@ -47,8 +47,11 @@ class FNOBackbone(Backbone):
         channel_mlp_expansion: hidden width of each block's channel MLP, as a multiple of ``width``.
         positional_grid: append the 2 coordinate channels (neuraloperator's default ``"grid"`` embedding).
         n_freqs, max_freq: the sinusoidal features of c_noise (see :class:`TimeEmbedding`).
+        time_inputs: 1 (c_noise (B,)) or 2 (a flow map's pair (B, 2), Eq. 35: one embedding of both times,
+            :class:`TimeEmbedding`).
         num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34).
-    Shapes: x (B, C, H, W), c_noise (B,), y (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
+    Shapes: x (B, C, H, W), c_noise (B,) or (B, 2), y (B,) -> (B, C_out, H, W); any H, W with H >= m1
+    (resolution-agnostic).
     """
 
     resolution_agnostic = True
@@ -56,7 +59,8 @@ class FNOBackbone(Backbone):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, time_channels: int = 32,
                  lifting_ratio: float = 2.0, projection_ratio: float = 2.0, channel_mlp_expansion: float = 0.5,
-                 positional_grid: bool = True, n_freqs: int = 16, max_freq: float = 8.0, num_classes: int = 0) -> None:
+                 positional_grid: bool = True, n_freqs: int = 16, max_freq: float = 8.0, time_inputs: int = 1,
+                 num_classes: int = 0) -> None:
         super().__init__()
         ChannelMLP = import_neuralop("layers.channel_mlp", "the 'fno' backbone").ChannelMLP
         FNOBlocks = import_neuralop("layers.fno_block", "the 'fno' backbone").FNOBlocks
@@ -65,7 +69,8 @@ class FNOBackbone(Backbone):
         self.out_channels = out_channels or in_channels
         self.positional_grid = positional_grid
         n_modes = (modes, modes) if isinstance(modes, int) else tuple(int(m) for m in modes)
-        self.embed = TimeEmbedding(time_channels, n_freqs, max_freq, num_classes)
+        self.time_inputs = time_inputs
+        self.embed = TimeEmbedding(time_channels, n_freqs, max_freq, time_inputs, num_classes)
         lift_in = in_channels + time_channels + (2 if positional_grid else 0)
         self.lifting = ChannelMLP(in_channels=lift_in, out_channels=width,
                                   hidden_channels=round(lifting_ratio * width), n_layers=2, n_dim=2)

@@ -99,8 +99,11 @@ class UNet(Backbone):
             by the online, target and JVP passes).
         emb_dim: time-embedding width (default 4 * model_channels).
         n_freqs, max_freq: sinusoidal features of c_noise (see :class:`TimeEmbedding`).
+        time_inputs: 1 (c_noise (B,)) or 2 (a flow map's pair (B, 2), Eq. 35: one embedding of both times,
+            :class:`TimeEmbedding`).
         num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34).
-    Shapes: x (B, C, H, W), c_noise (B,), y (B,) -> (B, C_out, H, W); H and W divisible by 2^(levels-1).
+    Shapes: x (B, C, H, W), c_noise (B,) or (B, 2), y (B,) -> (B, C_out, H, W); H and W divisible by
+    2^(levels-1).
     Convolutional, so it runs at any such size (32 and 64 are tested), but it is not a neural operator:
     its receptive field is fixed in pixels.
     """
@@ -110,7 +113,8 @@ class UNet(Backbone):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, model_channels: int = 128,
                  channel_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_levels: Sequence[int] = (1,), heads: int = 1, dropout: float = 0.0,
-                 emb_dim: int | None = None, n_freqs: int = 16, max_freq: float = 8.0, num_classes: int = 0) -> None:
+                 emb_dim: int | None = None, n_freqs: int = 16, max_freq: float = 8.0, time_inputs: int = 1,
+                 num_classes: int = 0) -> None:
         super().__init__()
         if not channel_mult:
             raise UserValueError("channel_mult needs at least one level")
@@ -121,7 +125,8 @@ class UNet(Backbone):
         self.out_channels = out_channels or in_channels
         self.n_levels = len(channel_mult)
         emb_dim = emb_dim or 4 * model_channels
-        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, num_classes)
+        self.time_inputs = time_inputs
+        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, time_inputs, num_classes)
         self.conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
 
         # encoder: record every skip's channel count

@@ -43,9 +43,12 @@ class WFNO2d(Backbone):
             (Eq. 18d): lets the network scale the input's pixel noise down where the noise level is high.
         block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
             Eq. 18c), e.g. ``[1, 2, 2, 1]`` for a U-shaped arrangement; ``None``: every block at full resolution.
+        time_inputs: 1 (c_noise (B,)) or 2 (a flow map's pair (B, 2), Eq. 35: one embedding of both times,
+            :class:`TimeEmbedding`).
         num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34; the
             model section's ``num_classes`` sets it); labels y (B,) in [0, K], K (or ``y=None``) the null class.
-    Shapes: x (B, C, H, W), c_noise (B,), y (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
+    Shapes: x (B, C, H, W), c_noise (B,) or (B, 2), y (B,) -> (B, C_out, H, W); any H, W with H >= m1
+    (resolution-agnostic).
     """
 
     resolution_agnostic = True
@@ -59,7 +62,7 @@ class WFNO2d(Backbone):
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = False, time_channels: int = 0, film: bool = True, lift_hidden: int = 0,
                  local_kernel: int = 3, channel_mlp: float = 0.0, block_scales: list[int] | None = None,
-                 lift_film: bool = False, num_classes: int = 0) -> None:
+                 lift_film: bool = False, time_inputs: int = 1, num_classes: int = 0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
@@ -73,7 +76,8 @@ class WFNO2d(Backbone):
         if len(scales) != n_layers:
             raise UserValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
         self.positional_grid = positional_grid
-        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, num_classes)
+        self.time_inputs = time_inputs
+        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, time_inputs, num_classes)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None
         lift_in = in_channels + (2 if positional_grid else 0) + max(time_channels, 0)
         self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden <= 0 else

@@ -52,6 +52,11 @@ DESIGN_OBJECTIVE = {
 ECT = ("objective=[{name: consistency, gap: {name: ect, stage_steps: $STEPS/4}, distance: pseudo_huber, "
        "weighting: inv_dsigma}]")
 
+# MeanFlow (Eq. 37-40) on the same WFNO with a second time input: the flow map on the linear path, the paper's
+# (t, r) sampler and adaptive weight, and the recipe's dropout 0.2 (wfno-cifar-meanflow); the size's optimiser
+MEANFLOW = ["model.schedule={name: linear}", "model.backbone.time_inputs=2", "model.backbone.dropout=0.2",
+            "objective=[{name: meanflow}]"]
+
 RECIPES: dict[str, dict] = {
     "default": {
         "label": "(a) the design's objective: consistency (uniform gap) + 0.1 tangent",
@@ -76,6 +81,11 @@ RECIPES: dict[str, dict] = {
             {"fraction": 0.5, "init_from_previous": False, "overrides": ["objective=[{name: denoising}]"]},
             {"fraction": 0.5, "init_from_previous": True, "overrides": [ECT]},
         ],
+    },
+    "meanflow": {
+        "label": "(m) MeanFlow: a flow map on the linear path, (t, r) logit-normal(-2, 2), 75% r != t, p = 0.75",
+        "config": None,
+        "overrides": MEANFLOW,
     },
     "unet": {
         "label": "(b) on the U-Net (matched parameters)",

@@ -6,6 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .meanflow_cost import TARGET_MEANFLOW_STEP
+
 TARGET_JVP = 2.0  # JVP (no grad) / forward, wfno-cifar
 TARGET_TANGENT_STEP = 1.5  # (consistency + tangent) step / consistency step, wfno-cifar
 
@@ -37,6 +39,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"target": f"ctcm spectral {label} <= neuralop SpectralConv (time ratio)",
                         "value": f"median {statistics.median(ratios):.2f}x, <=1 in {faster}/{len(ratios)} sizes",
                         "met": statistics.median(ratios) <= 1.0})
+    mf = next((r for r in results.get("meanflow", []) if r["precision"] == "fp32"), {})
+    ratio = mf.get("ratio_to_flow_matching", {}).get("step_meanflow")
+    out.append({"target": f"MeanFlow step on the WFNO <= {TARGET_MEANFLOW_STEP}x a flow-matching step",
+                "value": _x(ratio), "met": ratio is not None and ratio <= TARGET_MEANFLOW_STEP})
     u = models.get("unet-cifar", {})
     tw, tu = (m.get("times", {}).get("step_consistency_tangent", {}).get("median_s") for m in (w, u))
     out.append({"target": "wfno-cifar training step <= unet-cifar (matched params)",
@@ -114,6 +120,15 @@ def markdown(results: dict[str, Any]) -> str:
         for r in results["train"]:
             lines.append(f"| {r['batch']} | {r['precision']} | {r['compile']} | {r.get('images_per_s', 0):.1f} | "
                          f"{_ms(r.get('step_s'))} | {r.get('first_step_s', 0):.1f} | {r.get('error') or ''} |")
+    if results.get("meanflow"):
+        lines += ["", "### 5. MeanFlow step on the WFNO (`wfno-cifar-meanflow`; ratio to a flow-matching step)", "",
+                  "| prec | B | flow matching ms | MeanFlow ms (ctcm) | ratio | MeanFlow ms (torch.func.jvp) | ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in results["meanflow"]:
+            t, q = r["times"], r["ratio_to_flow_matching"]
+            lines.append(f"| {r['precision']} | {r['batch']} | {_ms(t['step_flow_matching']['median_s'])} | "
+                         f"{_ms(t['step_meanflow']['median_s'])} | {_x(q['step_meanflow'])} | "
+                         f"{_ms(t['step_meanflow_func_jvp']['median_s'])} | {_x(q['step_meanflow_func_jvp'])} |")
     errors = [(r["recipe"], r["precision"], k, v) for r in results["models"] for k, v in r["errors"].items()]
     if errors:
         lines += ["", "Failed measurements: " + "; ".join(f"{p} {q} {k}: {v}" for p, q, k, v in errors)]

@@ -13,6 +13,7 @@ import torch
 
 from .fft_layers import run_fft_layers
 from .machine import machine_info, machine_tag
+from .meanflow_cost import run_meanflow
 from .models import run_models
 from .report import markdown, plot
 from .settings import settings_for
@@ -20,7 +21,7 @@ from .throughput import run_throughput
 from .timing import matmul_flops
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SECTIONS = ("fft", "models", "train")
+SECTIONS = ("fft", "models", "train", "meanflow")
 
 
 def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path | None = None,
@@ -34,7 +35,8 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
         device: ``cpu`` / ``cuda`` (default: cuda when available).
         out_dir: where the files go (default ``benchmarks/results``).
         tag: file stem (default: :func:`machine_tag`).
-        sections: any of ``fft``, ``models`` and ``train`` (the trainer's throughput, :mod:`benchmarks.throughput`).
+        sections: any of ``fft``, ``models``, ``train`` (the trainer's throughput, :mod:`benchmarks.throughput`)
+            and ``meanflow`` (a MeanFlow step vs a flow-matching step, :mod:`benchmarks.meanflow_cost`).
         clock: ``wall`` or ``cpu`` (default: process CPU time on a CPU device, wall time on GPU).
         recipes: the models section's recipes (default: all of :data:`benchmarks.settings.RECIPES`).
     """
@@ -52,7 +54,7 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
         "machine": machine_info(dev), "settings": {k: v for k, v in vars(settings).items()},
         "matmul": {p: matmul_flops(dev, p, settings.matmul_n, warmup=settings.warmup, repeats=settings.repeats,
                                    clock=settings.clock) for p in settings.precisions},
-        "fft_layers": [], "models": [], "train": [],
+        "fft_layers": [], "models": [], "train": [], "meanflow": [],
     }
     if "fft" in sections:
         results["fft_layers"] = run_fft_layers(settings, dev, results["matmul"], log)
@@ -62,6 +64,8 @@ def run(mode: str = "quick", *, device: str | None = None, out_dir: str | Path |
         results["train"] = run_throughput(settings.train_grid, dev, steps=settings.model_repeats,
                                           warmup=settings.warmup, overrides=settings.train_overrides,
                                           clock=settings.clock, log=log)
+    if "meanflow" in sections:
+        results["meanflow"] = run_meanflow(settings, dev, log)
     # the reference rate again at the end: a large change means the machine's load moved during the run
     results["matmul_end"] = {p: matmul_flops(dev, p, settings.matmul_n, warmup=settings.warmup,
                                              repeats=settings.repeats, clock=settings.clock)

@@ -44,8 +44,8 @@ from .registry import (
     register_time_distribution,
 )
 from .sampling import default_times, multistep_sample, sample_all, sample_batches, to_uint8
-from . import schedules  # registers "geometric" and "trigflow"
-from .time_distributions import Gap, TimeDistribution
+from . import schedules  # registers "geometric", "trigflow" and "linear"
+from .time_distributions import Gap, TimeDistribution, TimePairDistribution
 
 try:
     __version__ = _version("ctcm")  # the one source: pyproject.toml's [project] version
@@ -55,8 +55,8 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "Backbone", "CheckpointError", "ComplexSafeModule", "ComponentConfig", "ConfigError", "ConsistencyModel", "EMA",
     "Gap", "LossOutput", "ModelConfig", "NoiseSchedule", "Objective", "ObjectiveContext", "ObjectiveTermConfig",
-    "Recipe", "RegistryError", "TimeDistribution", "TimedObjective", "UserError", "UserTypeError", "UserValueError",
-    "WeightedSum",
+    "Recipe", "RegistryError", "TimeDistribution", "TimePairDistribution", "TimedObjective", "UserError",
+    "UserTypeError", "UserValueError", "WeightedSum",
     "build", "build_objective", "compile_backbone", "create_backbone", "create_gap", "create_objective",
     "create_recipe", "create_schedule", "create_time_distribution", "default_times", "get_recipe", "list_backbones",
     "list_gaps", "list_models", "list_objectives", "list_recipes", "list_schedules", "list_time_distributions",

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import Self, override  # typing's own from Python 3.11 / 3.12
 
-from .errors import UserTypeError
+from .errors import UserTypeError, UserValueError
 
 
 class ComplexSafeModule(nn.Module):
@@ -51,11 +51,15 @@ class Backbone(ComplexSafeModule, abc.ABC):
 
     ``**cond`` holds per-sample conditioning (e.g. class labels ``y`` of shape (B,)); a backbone that
     takes none refuses unknown keys by its signature.
+
+    ``time_inputs``: 1 (c_noise (B,), a consistency model) or 2 (c_noise (B, 2), the pair (c_noise(t),
+    c_noise(t) - c_noise(r)) of a flow map X(x, t, r), Eq. 35); dc_noise has c_noise's shape.
     """
 
     in_channels: int
     out_channels: int
     resolution_agnostic: bool = False
+    time_inputs: int = 1
     #: the values of constructor arguments whose default has changed (or that did not exist) as checkpoints
     #: written before 0.3 built them: those stored only the arguments a user gave, so an argument missing
     #: from a stored config takes its value here, not today's default (:func:`ctcm.build.stored_model`)
@@ -63,8 +67,8 @@ class Backbone(ComplexSafeModule, abc.ABC):
 
     @abc.abstractmethod
     def forward(self, x: Tensor, c_noise: Tensor, **cond: Any) -> Tensor:
-        """Args: x (B, C_in, H, W); c_noise (B,), one conditioning value per sample; cond: tensors (B, ...).
-        Returns: (B, C_out, H, W)."""
+        """Args: x (B, C_in, H, W); c_noise (B,), one conditioning value per sample, or (B, 2) for
+        ``time_inputs = 2``; cond: tensors (B, ...). Returns: (B, C_out, H, W)."""
 
     def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
                             **cond: Any) -> tuple[Tensor, Tensor]:
@@ -110,6 +114,9 @@ def check_backbone(backbone: Any) -> None:
             f"backbone {type(backbone).__name__} lacks attribute(s) {missing}; set them in __init__. "
             f"Required: {list(REQUIRED_BACKBONE_ATTRIBUTES)}."
         )
+    if backbone.time_inputs not in (1, 2):
+        raise TypeError(f"backbone {type(backbone).__name__}: time_inputs must be 1 (f(x, t)) or 2 (a flow map "
+                        f"X(x, t, r)), got {backbone.time_inputs!r}")
     params = inspect.signature(backbone.resample_noise_).parameters
     if not {"rank", "world_size"} <= set(params) and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise UserTypeError(
@@ -166,6 +173,25 @@ class NoiseSchedule(abc.ABC):
         out = torch.func.jvp(lambda s: (*self.coefficients(s), self.c_noise(s)), (t,), (torch.ones_like(t),))
         return tuple(out[0]), tuple(out[1])
 
+    # -- two-time (flow-map) parameterisation (Eq. 35-36) ------------------------------------------------------
+    def flow_map_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip(t, r), c_out(t, r), c_in(t), c_noise pair (B, 2)) of a flow map
+        X(x, t, r) = c_skip x + c_out F(c_in x, (c_noise(t), c_noise(t) - c_noise(r))) (Eq. 35), with
+        c_skip(t, t) = 1 and c_out(t, t) = 0 exactly, and equal to :meth:`coefficients` at r = t_min.
+        t, r (B,). A schedule without one refuses two-time backbones (this default)."""
+        raise UserValueError(f"the {type(self).__name__} schedule has no two-time (flow-map) parameterisation; "
+                              f"use schedule 'linear' with a backbone of time_inputs=2, or time_inputs=1 here")
+
+    def flow_map_coefficients_with_rates(self, t: Tensor, r: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """(:meth:`flow_map_coefficients`, their d/dt at fixed r) (Eq. 36); default one ``torch.func.jvp``."""
+        out = torch.func.jvp(lambda s: self.flow_map_coefficients(s, r), (t,), (torch.ones_like(t),))
+        return tuple(out[0]), tuple(out[1])
+
+    def time_pair(self, t: Tensor, r: Tensor) -> Tensor:
+        """The two-time backbone's conditioning (c_noise(t), c_noise(t) - c_noise(r)), (B, 2) (Eq. 35): MeanFlow's
+        best-performing pair (t, t - r) on the linear schedule; (c_noise(t), 0) at r = t."""
+        c = self.c_noise(t)
+        return torch.stack([c, c - self.c_noise(r)], dim=1)
     def first_time_outside(self, t: Tensor) -> float | None:
         """The first entry of ``t`` that is not finite or lies outside [t_min, t_max] (float32 rounding of an
         endpoint is allowed), or None when every entry is in range. One device sync: call it where t enters

@@ -1,4 +1,5 @@
-"""The consistency function f_theta(x_t, t) = c_skip(t) x_t + c_out(t) F_theta(c_in(t) x_t, c_noise(t)) (Eq. 3)."""
+"""The consistency function f_theta(x_t, t) = c_skip(t) x_t + c_out(t) F_theta(c_in(t) x_t, c_noise(t)) (Eq. 3), and
+its two-time generalisation, the flow map X_theta(x_t, t, r) (Eq. 35), for a backbone with two time inputs."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ class TimeDerivative:
 
 
 class ConsistencyModel(ComplexSafeModule):
-    """Wraps a backbone F and a schedule into a consistency function with f(x, t_min) = x exactly.
+    """Wraps a backbone F and a schedule into a consistency function with f(x, t_min) = x exactly, or, for a
+    backbone with ``time_inputs = 2``, into a flow map X(x, t, r) from time t to any r in [t_min, t] with
+    X(x, t, t) = x exactly (Eq. 35); the flow map at r = t_min is its consistency function (the default r).
 
     Args:
         backbone: a :class:`ctcm.Backbone` F(x, c_noise, **cond) -> same shape.
@@ -118,6 +121,44 @@ class ConsistencyModel(ComplexSafeModule):
             raise UserValueError(f"class labels y must lie in [0, {k - 1}] (or {k}: the null class), got "
                              f"{int(y[(y < 0) | (y > k)][0])}; this model has model.num_classes={k}")
 
+    @property
+    def flow_map(self) -> bool:
+        """Whether this model is a flow map X(x, t, r) (a backbone with two time inputs), not only f(x, t)."""
+        return self.backbone.time_inputs == 2
+
+    def _check_target(self, t: Tensor, r: Tensor | float | None, check_time: bool = True) -> Tensor | None:
+        """r as a (B,) tensor like t in [t_min, t] for a flow map (None: t_min); None for a consistency model,
+        which maps to t_min only. The range is checked when ``check_time`` and ``validate_time`` (a device sync)."""
+        if r is None:
+            return torch.full_like(t, self.schedule.t_min) if self.flow_map else None
+        r = torch.as_tensor(r, dtype=t.dtype, device=t.device)
+        r = r.expand(t.shape) if r.ndim == 0 else r
+        if r.shape != t.shape:
+            raise UserValueError(f"r must be a scalar or have shape {tuple(t.shape)}, got {tuple(r.shape)}")
+        if not self.flow_map:
+            if bool((r != self.schedule.t_min).any()):
+                raise UserValueError("this consistency model maps to r = t_min only; build its backbone with "
+                                     "time_inputs=2 (and schedule 'linear') for a flow map to any r")
+            return None
+        if check_time and self.validate_time:
+            self._check_time(r)
+            tol = 1e-5 * (self.schedule.t_max - self.schedule.t_min)
+            if bool((r.detach() > t.detach() + tol).any()):
+                raise UserValueError("a flow map jumps back in time: r must be <= t for every sample")
+        return r
+
+    def _coefficients(self, t: Tensor, r: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise): Eq. 3 (c_noise (B,)) or, for a flow map, Eq. 35 (c_noise (B, 2))."""
+        if r is not None:
+            return self.schedule.flow_map_coefficients(t, r)
+        return (*self.schedule.coefficients(t), self.schedule.c_noise(t))
+
+    def _coefficients_with_rates(self, t: Tensor, r: Tensor | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """:meth:`_coefficients` and their d/dt (at fixed r) (Eq. 31, 33)."""
+        if r is not None:
+            return self.schedule.flow_map_coefficients_with_rates(t, r)
+        return self.schedule.coefficients_with_rates(t)
+
     def _check_time(self, t: Tensor) -> None:
         first = self.schedule.first_time_outside(t)
         if first is not None:
@@ -127,35 +168,39 @@ class ConsistencyModel(ComplexSafeModule):
                                  f"model.validate_time = False to evaluate outside it on purpose")
 
     # -- the consistency function -----------------------------------------------------------------------------
-    def raw(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        """F_theta(c_in(t) x, c_noise(t), **cond): the backbone's output before the skip mix."""
-        _, _, c_in = self.schedule.coefficients(t)
-        return self.backbone(expand_like(c_in, x) * x, self.schedule.c_noise(t), **cond)
+    def raw(self, x: Tensor, t: Tensor, r: Tensor | None = None, **cond: Any) -> Tensor:
+        """F_theta(c_in(t) x, c_noise, **cond): the backbone's output before the skip mix (r: a flow map's
+        target time, None: t_min)."""
+        _, _, c_in, c_noise = self._coefficients(t, self._check_target(t, r))
+        return self.backbone(expand_like(c_in, x) * x, c_noise, **cond)
 
-    def forward(self, x: Tensor, t: Tensor | float, *, return_raw: bool = False, tangent_along: Tensor | None = None,
-                check_time: bool = True,
+    def forward(self, x: Tensor, t: Tensor | float, r: Tensor | float | None = None, *, return_raw: bool = False,
+                tangent_along: Tensor | None = None, check_time: bool = True,
                 **cond: Any) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, TimeDerivative]:
-        """f_theta(x_t, t; cond) (Eq. 3). x (B, C, H, W); t (B,) or scalar; cond: tensors (B, ...) for the
-        backbone (e.g. class labels ``y``). Returns (B, C, H, W), or the pair (f, F) with the backbone's
-        output F when ``return_raw`` (objectives written in F, such as sCM's).
+        """f_theta(x_t, t; cond) (Eq. 3), or the flow map X_theta(x_t, t, r; cond) (Eq. 35). x (B, C, H, W); t, r (B,)
+        or scalars, t_min <= r <= t (r = None: t_min, the consistency function; a consistency model accepts
+        only that); cond: tensors (B, ...) for the backbone (e.g. class labels ``y``). Returns (B, C, H, W), or
+        the pair (f, F) with the backbone's output F when ``return_raw`` (objectives written in F, such as
+        sCM's and MeanFlow's: there F is the average velocity u(x_t, r, t)).
 
         ``tangent_along`` = dx_t/dt (B, C, H, W): returns (f, F, d) with d the :class:`TimeDerivative` at
         (x, t) along it computed without a graph (stop-gradient), in one pass with the differentiable f
-        (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s.
+        (:meth:`ctcm.Backbone.forward_and_detached_tangent`); d equals :meth:`time_derivative`'s (d/dt at fixed r).
 
-        ``check_time=False`` skips the range check of t (a device sync): for callers whose t is in range by
-        construction, such as the objectives' training times (checked where they are drawn).
+        ``check_time=False`` skips the range check of t and r (a device sync): for callers whose times are in range
+        by construction, such as the objectives' training times (checked where they are drawn).
         """
         t = self._check_inputs(x, t, check_time)
+        r = self._check_target(t, r, check_time)
         if check_time and self.num_classes and cond.get("y") is not None:  # the same sync-free opt-out
             self.check_labels(cond["y"], x.shape[0])
         if tangent_along is not None:
             if tangent_along.shape != x.shape:
                 raise UserValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
                                      f"{tuple(tangent_along.shape)}")
-            return self._forward_with_time_derivative(x, t, tangent_along, **cond)
-        c_skip, c_out, _ = self.schedule.coefficients(t)
-        raw = self.raw(x, t, **cond)
+            return self._forward_with_time_derivative(x, t, tangent_along, r, **cond)
+        c_skip, c_out, c_in, c_noise = self._coefficients(t, r)
+        raw = self.backbone(expand_like(c_in, x) * x, c_noise, **cond)
         f = expand_like(c_skip, x) * x + expand_like(c_out, x) * raw
         return (f, raw) if return_raw else f
 
@@ -164,9 +209,10 @@ class ConsistencyModel(ComplexSafeModule):
         :meth:`ctcm.Backbone.resample_noise_`)."""
         self.backbone.resample_noise_(generator, rank=rank, world_size=world_size)
 
-    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, *, check_time: bool = True,
-                        **cond: Any) -> TimeDerivative:
-        """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11), at fixed ``cond``.
+    def time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, r: Tensor | float | None = None, *,
+                        check_time: bool = True, **cond: Any) -> TimeDerivative:
+        """f and the parts of df/dt along the path, with one JVP of the backbone (Eq. 11), at fixed ``cond``; for
+        a flow map X(x, t, r) and its d/dt at fixed r (Eq. 36).
 
         The backbone's :meth:`ctcm.Backbone.forward_and_tangent` gives (F, dF) along d/dt (c_in x, c_noise)
         (its own forward mode, Eq. 20, or ``torch.func.jvp`` by default). Returns a :class:`TimeDerivative`;
@@ -174,15 +220,15 @@ class ConsistencyModel(ComplexSafeModule):
         ``check_time``: as in :meth:`forward`.
         """
         t = self._check_inputs(x, t, check_time)
-        values, rates = self.schedule.coefficients_with_rates(t)
+        values, rates = self._coefficients_with_rates(t, self._check_target(t, r, check_time))
         u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
         raw, d_raw = self.backbone.forward_and_tangent(u, du, c_noise, d_noise, **cond)
         return self._assemble(x, dx_dt, values, rates, raw, d_raw)
 
-    def _forward_with_time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor,
+    def _forward_with_time_derivative(self, x: Tensor, t: Tensor, dx_dt: Tensor, r: Tensor | None,
                                       **cond: Any) -> tuple[Tensor, Tensor, TimeDerivative]:
         """(f, F) with their graph and the detached :class:`TimeDerivative`, from one backbone pass."""
-        values, rates = self.schedule.coefficients_with_rates(t)
+        values, rates = self._coefficients_with_rates(t, r)
         u, du, c_noise, d_noise = self._backbone_path(x, dx_dt, values, rates)
         raw, d_raw = self.backbone.forward_and_detached_tangent(u, du, c_noise, d_noise, **cond)
         f = expand_like(values[0], x) * x + expand_like(values[1], x) * raw
@@ -218,7 +264,7 @@ class ConsistencyModel(ComplexSafeModule):
         f = self if guidance is None or guidance == 1.0 else sampling.guided(self, guidance,
                                                                              self.guidance_null(guidance))
         return sampling.sample_batches(f, n, schedule=self.schedule, shape=shape, device=device, dtype=dtype,
-                                       **options)
+                                       flow_map=self.flow_map, **options)
 
     def guidance_null(self, guidance: float) -> int:
         """The null class that guidance ``guidance`` combines with; a clear error for an unconditional model."""
@@ -234,8 +280,9 @@ class ConsistencyModel(ComplexSafeModule):
         sample --seed SEED``, for any ``batch_size``; default: one batch of n).
 
         One (``steps=1``), two (``steps=2``, intermediate time ``t_mid``) or ``len(times)`` network
-        evaluations (Eq. 12). ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...),
-        e.g. ``{"y": labels}`` of a class-conditional model; ``guidance``: its classifier-free scale (Eq. 32).
+        evaluations (Eq. 12; a flow map's jumps, Eq. 38). ``seed=None`` draws one from torch's global generator.
+        ``cond``: tensors (n, ...), e.g. ``{"y": labels}`` of a class-conditional model; ``guidance``: its
+        classifier-free scale (Eq. 32).
         """
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()))

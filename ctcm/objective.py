@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .runtime import unwrap
-from .time_distributions import TimeDistribution, make_time_distribution
+from .time_distributions import TimeDistribution, TimePairDistribution, make_time_distribution
 from .errors import UserValueError
 
 if TYPE_CHECKING:
@@ -29,10 +30,13 @@ if TYPE_CHECKING:
 class LossOutput:
     """``loss``: scalar tensor to minimise; ``logs``: what to report, one per term (plus any extras), as detached
     0-dim tensors (or floats): converting a device tensor to a float waits for the device, so the engine does
-    it once per ``log_every`` steps, for every log together (EDM's ``training_stats`` does the same)."""
+    it once per ``log_every`` steps, for every log together (EDM's ``training_stats`` does the same).
+    ``explain``: optional, called only when the loss is not finite, says what made it so (the trainer's guard
+    reports it)."""
 
     loss: Tensor
     logs: dict[str, Tensor | float] = field(default_factory=dict)
+    explain: Callable[[], str] | None = None
 
 
 class ObjectiveContext:
@@ -96,29 +100,40 @@ class ObjectiveContext:
                                       dtype=self.x0.dtype))
 
     @cached_property
-    def _draws(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(t, eps, u), drawn together in this fixed order on first use of any of them: whichever term asks
+    def _draws(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """(t, r, eps, u), drawn together in this fixed order on first use of any of them: whichever term asks
         first, the generator yields the same values (the same seed gives the same run for any order of the
-        terms), and the backbone's dropout masks, drawn by the first forward, always come after them."""
-        n = self.x0.shape[0] * self.world_size
-        t = self._shard(self.time_distribution.draw(n, self.schedule, generator=self.generator,
-                                                    device=self.x0.device, dtype=self.x0.dtype))
-        return t, self.randn_like(self.x0), self.rand(self.x0.shape[0])
+        terms), and the backbone's dropout masks, drawn by the first forward, always come after them. r comes
+        with t from a :class:`ctcm.TimePairDistribution` (None otherwise)."""
+        n, g, device, dtype = self.x0.shape[0] * self.world_size, self.generator, self.x0.device, self.x0.dtype
+        r: Tensor | None = None
+        if isinstance(self.time_distribution, TimePairDistribution):
+            pair = self.time_distribution.draw_pair(n, self.schedule, generator=g, device=device, dtype=dtype)
+            t, r = self._shard(pair[0]), self._shard(pair[1])
+        else:
+            t = self._shard(self.time_distribution.draw(n, self.schedule, generator=g, device=device, dtype=dtype))
+        return t, r, self.randn_like(self.x0), self.rand(self.x0.shape[0])
 
     @cached_property
     def t(self) -> Tensor:
-        """(B,) training times from the objective's time distribution."""
+        """(B,) training times from the objective's time distribution (assignable, as :attr:`r`)."""
         return self._draws[0]
+
+    @cached_property
+    def r(self) -> Tensor | None:
+        """(B,) a flow map's target times r <= t, drawn with t by a :class:`ctcm.TimePairDistribution`; None
+        for a one-time distribution (a flow map then maps to t_min: its consistency function)."""
+        return self._draws[1]
 
     @cached_property
     def noise(self) -> Tensor:
         """(B, C, H, W) eps ~ N(0, I), shared by every point of the path."""
-        return self._draws[1]
+        return self._draws[2]
 
     @cached_property
     def uniform(self) -> Tensor:
         """(B,) u ~ U[0, 1) per sample, for a random consistency gap (shared by the terms, like t and eps)."""
-        return self._draws[2]
+        return self._draws[3]
 
     @cached_property
     def _path(self) -> tuple[Tensor, Tensor]:
@@ -136,21 +151,24 @@ class ObjectiveContext:
     @cached_property
     def _outputs(self) -> tuple[Tensor, ...]:
         along = self.dx_dt if self.with_time_derivative else None
-        return self.model(self.x_t, self.t, return_raw=True, tangent_along=along, check_time=False, **self.cond)
+        return self.model(self.x_t, self.t, self.r, return_raw=True, tangent_along=along, check_time=False,
+                          **self.cond)
 
     @cached_property
     def time_derivative(self) -> TimeDerivative:
-        """The stop-gradient :class:`ctcm.model.TimeDerivative` of f at (x_t, t) along dx_t/dt (Eq. 11): from the
-        differentiable forward's pass when ``with_time_derivative``, else one no-grad JVP of the model."""
+        """The stop-gradient :class:`ctcm.model.TimeDerivative` of f at (x_t, t) along dx_t/dt (Eq. 11; of the flow
+        map at fixed r, Eq. 36): from the differentiable forward's pass when ``with_time_derivative``, else one
+        no-grad JVP of the model."""
         if self.with_time_derivative:
             return cast("TimeDerivative", self._outputs[2])
         with torch.no_grad():
-            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, check_time=False,
-                                                                      **self.cond)
+            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, self.r,
+                                                                      check_time=False, **self.cond)
 
     @property
     def f(self) -> Tensor:
-        """f_theta(x_t, t) with gradients, through ``model`` (so DDP synchronises them)."""
+        """f_theta(x_t, t) (a flow map's X_theta(x_t, t, r)) with gradients, through ``model`` (so DDP synchronises
+        them)."""
         return self._outputs[0]
 
     @property
@@ -225,6 +243,15 @@ class Objective(abc.ABC):
     __rmul__ = __mul__
 
 
+def _explained(terms: list[tuple[str, Tensor, Callable[[], str] | None]]) -> Callable[[], str]:
+    """What made a sum's loss non-finite, from its non-finite terms' own explanations (``LossOutput.explain``);
+    the terms' finiteness is read only when this is called (the trainer calls it for a non-finite loss)."""
+    def explain() -> str:
+        return "; ".join(f"term '{label}': {why() if why else 'non-finite loss'}"
+                         for label, loss, why in terms if not bool(torch.isfinite(loss)))
+    return explain
+
+
 class WeightedSum(Objective):
     """sum_i w_i L_i over terms sharing one :class:`ObjectiveContext`.
 
@@ -278,13 +305,15 @@ class WeightedSum(Objective):
     def compute(self, ctx: ObjectiveContext) -> LossOutput:
         total: Tensor = torch.zeros((), device=ctx.x0.device, dtype=ctx.x0.dtype)
         logs: dict[str, Tensor | float] = {}
+        terms: list[tuple[str, Tensor, Callable[[], str] | None]] = []
         for (weight, obj), label in zip(self._terms, self.labels()):
             out = obj.compute(ctx)
             total = total + weight * out.loss
             logs[label] = out.loss.detach()
             logs.update({f"{label}/{k}": v for k, v in out.logs.items() if k != obj.name})
+            terms.append((label, out.loss.detach(), out.explain))
         logs["loss"] = total.detach()
-        return LossOutput(total, logs)
+        return LossOutput(total, logs, explain=_explained(terms))
 
     def __repr__(self) -> str:
         return " + ".join(f"{w:g} * {type(o).__name__}" for w, o in self._terms)

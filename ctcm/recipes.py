@@ -75,3 +75,21 @@ def fno_cifar() -> Recipe:
     """neuraloperator FNO peer of ``wfno-cifar`` (30.4M real parameters, complex weights counted twice):
     width 132, 6 blocks, 16x16 modes, time embedding as input channels; geometric schedule, same objective."""
     return Recipe(cifar_model("fno", width=132, n_layers=6, modes=16), list(CIFAR_OBJECTIVE), dict(CIFAR_TRAINING))
+
+
+# MeanFlow's CIFAR-10 training (py-meanflow, cifar10_v0.sh / train.py): Adam (no weight decay), lr 6e-4 with a
+# linear warm-up of 200 epochs (~9.8k steps at batch 1024) then constant, no clipping, EMA 0.9999, 800k steps.
+MEANFLOW_TRAINING: dict[str, Any] = {
+    "optim": {"lr": 6.0e-4, "betas": [0.9, 0.999], "weight_decay": 0.0, "warmup_steps": 9766, "min_lr_ratio": 1.0,
+              "grad_clip": 0.0},
+    "ema": {"decay": 0.9999, "half_life_images": None},
+    "batch_size": 1024,
+    "steps": 800_000,
+}
+
+
+def wfno_cifar_meanflow() -> Recipe:
+    """``wfno-cifar`` as a flow map X(x, t, r) (a second time input, dropout 0.2) on the linear schedule, trained
+    with MeanFlow (Eq. 37-40; the paper's (t, r) sampler, adaptive weight p = 0.75) and its optimiser."""
+    model = cifar_model("wfno", schedule="linear", **WFNO_CIFAR, time_inputs=2, dropout=0.2)
+    return Recipe(model, [ObjectiveTermConfig("meanflow", 1.0)], dict(MEANFLOW_TRAINING))

@@ -1,8 +1,9 @@
-"""Sampling in one place (after k-diffusion's ``sampling.py``): the multistep sampler (Eq. 12), the seed
-rule, batches over ranks, and the uint8 conversion of images.
+"""Sampling in one place (after k-diffusion's ``sampling.py``): the multistep samplers (consistency Eq. 12,
+flow map Eq. 38), the seed rule, batches over ranks, and the uint8 conversion of images.
 
-Samplers are free functions of what they need: a consistency function ``f(x, t, **cond)`` (any callable;
-:class:`ctcm.ConsistencyModel` is one), the noise schedule, the image shape, and where to draw. This module
+Samplers are free functions of what they need: a consistency function ``f(x, t, **cond)`` or a flow map
+``X(x, t, r, **cond)`` (any callable; :class:`ctcm.ConsistencyModel` is one, ``flow_map=True`` for a two-time
+model), the noise schedule, the image shape, and where to draw. This module
 knows nothing of the model class (``ctcm.model`` imports it, never the reverse); the model's
 :meth:`~ctcm.ConsistencyModel.sample` and :meth:`~ctcm.ConsistencyModel.sample_batches` fill these in.
 
@@ -36,6 +37,8 @@ from .interfaces import NoiseSchedule
 Cond = Mapping[str, Tensor]
 #: a consistency function f(x (B, C, H, W), t (B,), **cond) -> the clean-image estimate (B, C, H, W)
 ConsistencyFunction = Callable[..., Tensor]
+#: a flow map X(x (B, C, H, W), t (B,), r (B,), **cond) -> x at time r (Eq. 35)
+FlowMap = Callable[..., Tensor]
 #: the step counts :func:`default_times` knows (more steps: pass explicit times)
 SAMPLING_STEPS = (1, 2)
 
@@ -54,7 +57,7 @@ def multistep_sample(f: ConsistencyFunction, noise: Tensor, times: Sequence[floa
     """Multistep consistency sampling (Eq. 12).
 
     x_{t_0} = prior_std * noise; x_0 <- f(x_{t_0}, t_0); then for each later t_k:
-    x_{t_k} = alpha(t_k) x_0 + sigma(t_k) eps_k, x_0 <- f(x_{t_k}, t_k).
+    x_{t_k} = alpha(t_k) x_0 + sigma(t_k) eps_k, x_0 <- f(x_{t_k}, t_k). (A flow map: :func:`flow_map_sample`.)
 
     Args:
         f: the consistency function, called ``f(x, t, **cond)`` with x (B, C, H, W) and t (B,).
@@ -66,12 +69,7 @@ def multistep_sample(f: ConsistencyFunction, noise: Tensor, times: Sequence[floa
     Returns:
         (B, C, H, W) samples (not clipped).
     """
-    if len(times) == 0:
-        raise UserValueError("times must hold at least one time")
-    ts = torch.tensor(list(times), dtype=noise.dtype, device=noise.device)
-    if ts[0] > schedule.t_max + 1e-9 or ts[-1] < schedule.t_min or (ts[1:] >= ts[:-1]).any():
-        raise UserValueError(f"times must decrease strictly within [t_min, t_max] = [{schedule.t_min}, "
-                             f"{schedule.t_max}], got {list(times)}")
+    ts = _checked_times(times, schedule, noise)
     cond = dict(cond or {})
     draw = noise_sampler if noise_sampler is not None else (lambda: torch.randn_like(noise))
     b = noise.shape[0]
@@ -92,12 +90,12 @@ def guided(f: ConsistencyFunction, guidance: float | None, null_class: int) -> C
     if guidance is None or guidance == 1.0:
         return f
 
-    def combined(x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
+    def combined(x: Tensor, t: Tensor, *r: Tensor, **cond: Tensor) -> Tensor:  # r: a flow map's target time
         y = cond.get("y")
         if y is None:
             raise UserValueError(f"guidance={guidance} needs class labels cond={{'y': ...}} to guide towards")
-        f_null = f(x, t, **{**cond, "y": torch.full_like(y, null_class)})
-        return f_null + guidance * (f(x, t, **cond) - f_null)
+        f_null = f(x, t, *r, **{**cond, "y": torch.full_like(y, null_class)})
+        return f_null + guidance * (f(x, t, *r, **cond) - f_null)
 
     return combined
 
@@ -135,6 +133,30 @@ def class_cond(num_classes: int, seed: int, n: int, label: int | None = None) ->
     return {"y": class_labels(seed, 0, n, num_classes)}
 
 
+def _checked_times(times: Sequence[float], schedule: NoiseSchedule, like: Tensor) -> Tensor:
+    """``times`` as a tensor like ``like``, strictly decreasing within [t_min, t_max] (else a one-line error)."""
+    if len(times) == 0:
+        raise UserValueError("times must hold at least one time")
+    ts = torch.tensor(list(times), dtype=like.dtype, device=like.device)
+    if ts[0] > schedule.t_max + 1e-9 or ts[-1] < schedule.t_min or (ts[1:] >= ts[:-1]).any():
+        raise UserValueError(f"times must decrease strictly within [t_min, t_max] = [{schedule.t_min}, "
+                             f"{schedule.t_max}], got {list(times)}")
+    return ts
+
+
+def flow_map_sample(X: FlowMap, noise: Tensor, times: Sequence[float], *, schedule: NoiseSchedule,
+                    cond: Cond | None = None) -> Tensor:
+    """Flow-map sampling (Eq. 38): x = prior_std * noise; x <- X(x, t_k, t_{k+1}) for k = 0..K-1 with
+    t_K = t_min, no re-noising: one step is X(x, t_max, t_min). Arguments as :func:`multistep_sample`'s;
+    ``X`` is called ``X(x, t, r, **cond)`` with t, r (B,). Returns (B, C, H, W) samples (not clipped)."""
+    ts = _checked_times(times, schedule, noise)
+    b, cond = noise.shape[0], dict(cond or {})
+    x = schedule.prior_std * noise
+    for t, r in zip(ts, torch.cat([ts[1:], ts.new_full((1,), schedule.t_min)])):
+        x = X(x, t.expand(b), r.expand(b), **cond)
+    return x
+
+
 def image_seed(seed: int, index: int) -> int:
     """The 64-bit seed of image ``index`` of run ``seed``: ``SeedSequence([seed, index])`` (well mixed)."""
     if seed < 0 or index < 0:
@@ -159,23 +181,28 @@ class ImageNoise:
 @torch.no_grad()
 def sample_range(f: ConsistencyFunction, start: int, stop: int, *, schedule: NoiseSchedule, shape: Sequence[int],
                  seed: int, times: Sequence[float], device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, cond: Cond | None = None, clip: bool = True) -> Tensor:
+                 dtype: torch.dtype = torch.float32, cond: Cond | None = None, clip: bool = True,
+                 flow_map: bool = False) -> Tensor:
     """Images [start, stop) of run ``seed``, (stop - start, *shape) in [-1, 1] when ``clip``.
 
     ``shape`` is one image's (C, H, W); the draws are moved to ``device`` / ``dtype`` (those of ``f``'s
-    weights); ``cond`` holds this range's conditioning, tensors (stop - start, ...)."""
+    weights); ``cond`` holds this range's conditioning, tensors (stop - start, ...). ``flow_map``: ``f`` is a
+    flow map X(x, t, r), sampled by :func:`flow_map_sample` (draw 0 of each image only)."""
     device = torch.device(device)
     noise = ImageNoise(seed, range(start, stop), shape, device=device, dtype=dtype)
     cond = {k: v.to(device) for k, v in (cond or {}).items()}
-    x = multistep_sample(f, noise(), times, schedule=schedule, noise_sampler=noise, cond=cond)
+    if flow_map:
+        x = flow_map_sample(f, noise(), times, schedule=schedule, cond=cond)
+    else:
+        x = multistep_sample(f, noise(), times, schedule=schedule, noise_sampler=noise, cond=cond)
     return x.clamp(-1, 1) if clip else x
 
 
 def sample_batches(f: ConsistencyFunction, n: int, *, schedule: NoiseSchedule, shape: Sequence[int], seed: int = 0,
                    steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
                    batch_size: int = 250, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32, cond: Cond | None = None,
-                   clip: bool = True) -> Iterator[tuple[int, Tensor]]:
+                   dtype: torch.dtype = torch.float32, cond: Cond | None = None, clip: bool = True,
+                   flow_map: bool = False) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(first_index, images)`` for this rank's share of images 0..n-1, images (b, *shape).
 
     Batch k holds images [k batch_size, (k + 1) batch_size) and goes to rank k mod world_size. ``times``
@@ -192,7 +219,7 @@ def sample_batches(f: ConsistencyFunction, n: int, *, schedule: NoiseSchedule, s
         start, stop = k * batch_size, min((k + 1) * batch_size, n)
         part = {key: value[start:stop] for key, value in (cond or {}).items()}
         yield start, sample_range(f, start, stop, schedule=schedule, shape=shape, seed=seed, times=times,
-                                  device=device, dtype=dtype, cond=part, clip=clip)
+                                  device=device, dtype=dtype, cond=part, clip=clip, flow_map=flow_map)
 
 
 def sample_all(f: ConsistencyFunction, n: int, **options: Any) -> Tensor:

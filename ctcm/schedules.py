@@ -1,4 +1,5 @@
-"""Reference noise schedules: ``geometric`` (EDM-style variance exploding) and ``trigflow`` (Lu & Song 2024).
+"""Reference noise schedules: ``geometric`` (EDM-style variance exploding), ``trigflow`` (Lu & Song 2024) and
+``linear`` (rectified flow; flow matching, MeanFlow).
 
 Equation numbers refer to ``docs/maths.md``.
 """
@@ -133,3 +134,64 @@ class TrigFlowSchedule(NoiseSchedule):
 
     def t_of_edm_sigma(self, s: Tensor) -> Tensor:
         return torch.atan(s / self.sigma_data).clamp(self.t_min, self.t_max)
+
+
+@register_schedule("linear")
+@dataclass
+class LinearSchedule(NoiseSchedule):
+    """The linear (rectified-flow) path of flow matching and MeanFlow (Eq. 35): x_t = (1 - t) x_0 + t eps on
+    t in [0, 1], so dx_t/dt = eps - x_0 and the prior at t = 1 is N(0, I).
+
+    Consistency parameterisation: f = x - t F(x, t) (c_skip = 1, c_out = -t, c_in = 1, c_noise = t), F a
+    velocity, exact at t = 0. Flow map (a backbone with two time inputs): X(x, t, r) = x - (t - r) u(x, t, t - r),
+    u = F the average velocity over [r, t] (MeanFlow's), exact at r = t and equal to f at r = 0.
+    EDM sigma: s(t) = t / (1 - t), t(s) = s / (1 + s), so ``lognormal`` in s is logit-normal in t (Eq. 8, 34).
+    """
+
+    sigma_data: float = 0.5
+    t_mid: float = 0.5  # two-step sampler's intermediate time (MeanFlow's two-step grid 1 -> 0.5 -> 0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.t_mid < 1.0:
+            raise UserValueError(f"linear: t_mid must lie in (0, 1), got {self.t_mid}")
+        self.t_min, self.t_max = 0.0, 1.0
+        self.default_t_mid = self.t_mid
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - t
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return torch.full_like(t, -1.0)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return t
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return torch.ones_like(t), -t, torch.ones_like(t)
+
+    def c_noise(self, t: Tensor) -> Tensor:
+        return t
+
+    def coefficients_with_rates(self, t: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """(1, -t, 1, t)' = (0, -1, 0, 1) (Eq. 31)."""
+        one, zero = torch.ones_like(t), torch.zeros_like(t)
+        return (one, -t, one, t), (zero, -one, zero, one)
+
+    def flow_map_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(1, r - t, 1, (t, t - r)) (Eq. 35): c_out is exactly 0 at r = t and -t at r = 0."""
+        one = torch.ones_like(t)
+        return one, r - t, one, self.time_pair(t, r)
+
+    def flow_map_coefficients_with_rates(self, t: Tensor, r: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """d/dt at fixed r (Eq. 36): (0, -1, 0, (1, 1)); the pair's second entry t - r moves with t."""
+        one, zero = torch.ones_like(t), torch.zeros_like(t)
+        return self.flow_map_coefficients(t, r), (zero, -one, zero, torch.stack([one, one], dim=1))
+
+    def edm_sigma(self, t: Tensor) -> Tensor:
+        return t / (1.0 - t)
+
+    def t_of_edm_sigma(self, s: Tensor) -> Tensor:
+        return (1.0 / (1.0 + 1.0 / s)).clamp(self.t_min, self.t_max)

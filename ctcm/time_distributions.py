@@ -85,6 +85,73 @@ class Uniform(TimeDistribution):
         return schedule.t_min + u * (schedule.t_max - schedule.t_min)
 
 
+class TimePairDistribution(TimeDistribution):
+    """Draws pairs (t, r) with t_min <= r <= t <= t_max, for a flow map X(x_t, t, r) (Eq. 35, 37).
+
+    :meth:`sample` is the pair's t, so the pair serves where one time is asked for; the objective context
+    draws both at once (``ctx.t``, ``ctx.r``)."""
+
+    @abc.abstractmethod
+    def sample_pair(self, n: int, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """(t, r), each (n,), r <= t."""
+
+    def sample(self, n, schedule, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        return self.sample_pair(n, schedule, generator=generator, device=device, dtype=dtype)[0]
+
+    def draw_pair(self, n: int, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None,
+                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """:meth:`sample_pair`, both times' range checked on the first draw (:func:`check_first_output`)."""
+        t, r = self.sample_pair(n, schedule, generator=generator, device=device, dtype=dtype)
+        check_first_output(self, torch.cat([t, r]), schedule, "time distribution")
+        return t, r
+
+
+@register_time_distribution("meanflow")
+@dataclass
+class MeanFlowTimes(TimePairDistribution):
+    """MeanFlow's (t, r) sampler (Geng et al. 2025; Eq. 37): two independent draws ln s ~ N(p_mean, p_std^2) on the
+    EDM sigma (on the linear schedule t = sigmoid(ln s), the paper's logit-normal), then r = t for a fraction
+    1 - ``ratio`` of the batch (there the loss is flow matching), and r <= t by
+
+    * ``order: sort`` (the paper's, py-meanflow's ``v0``): (t, r) <- (max, min), then r <- t where u < 1 - ratio;
+    * ``order: mask`` (py-meanflow's ``v1``): r <- t where u < 1 - ratio, then r <- min(t, r).
+
+    Defaults: the paper's CIFAR-10 setting (``cifar10_v0.sh``): both (-2, 2), ratio 0.75. Draw order per call:
+    n normals for t, n for r, n uniforms u (the public code's).
+    """
+
+    p_mean_t: float = -2.0
+    p_std_t: float = 2.0
+    p_mean_r: float = -2.0
+    p_std_r: float = 2.0
+    ratio: float = 0.75
+    order: str = "sort"
+
+    def __post_init__(self) -> None:
+        if not (self.p_std_t > 0 and self.p_std_r > 0):
+            raise UserValueError(f"meanflow times: p_std_t and p_std_r must be > 0, got {self.p_std_t}, {self.p_std_r}")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise UserValueError(f"meanflow times: ratio (the fraction with r != t) must lie in [0, 1], got "
+                                 f"{self.ratio}")
+        if self.order not in ("sort", "mask"):
+            raise UserValueError(f"meanflow times: order must be 'sort' (paper, v0) or 'mask' (v1), got {self.order!r}")
+
+    def sample_pair(self, n, schedule, *, generator=None, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        def draw(mean: float, std: float) -> Tensor:
+            z = torch.randn(n, generator=generator, device=device, dtype=dtype)
+            return schedule.t_of_edm_sigma(torch.exp(mean + std * z)).clamp(schedule.t_min, schedule.t_max)
+
+        t, r = draw(self.p_mean_t, self.p_std_t), draw(self.p_mean_r, self.p_std_r)
+        same = torch.rand(n, generator=generator, device=device, dtype=dtype) < 1.0 - self.ratio
+        if self.order == "sort":
+            t, r = torch.maximum(t, r), torch.minimum(t, r)
+            return t, torch.where(same, t, r)
+        return t, torch.minimum(t, torch.where(same, t, r))
+
+
 class Gap(abc.ABC):
     """The consistency target's time t' < t as a function of t and the training step (a curriculum)."""
 
@@ -210,5 +277,5 @@ def make_gap(spec: Any, default: dict[str, Any] | None = None) -> Gap:
     return make(GAPS, spec, default or {"name": "uniform"})
 
 
-__all__ = ["ECTGap", "Gap", "ICTGap", "LogNormal", "TimeDistribution", "Uniform", "UniformGap",
-           "make_gap", "make_time_distribution"]
+__all__ = ["ECTGap", "Gap", "ICTGap", "LogNormal", "MeanFlowTimes", "TimeDistribution", "TimePairDistribution",
+           "Uniform", "UniformGap", "make_gap", "make_time_distribution"]

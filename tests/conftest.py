@@ -11,7 +11,7 @@ from torch import Tensor, nn
 import ctcm
 
 TINY_WFNO = {"width": 8, "n_layers": 2, "modes": 4, "emb_dim": 16, "n_freqs": 4}
-SCHEDULES = ["geometric", "trigflow"]
+SCHEDULES = ["geometric", "trigflow", "linear"]
 
 needs_neuralop = pytest.mark.skipif(importlib.util.find_spec("neuralop") is None,
                                     reason="needs the optional extra: pip install 'ctcm[neuralop]'")
@@ -20,13 +20,17 @@ needs_neuralop = pytest.mark.skipif(importlib.util.find_spec("neuralop") is None
 @ctcm.register_backbone("stub")
 class StubBackbone(ctcm.Backbone):
     """F(x, c; y) = tanh(a x + w c + b + E[y]), per channel: elementwise per sample (so the same image for any
-    batch size, bit for bit), resolution-agnostic, optionally class-conditional (``n_classes`` > 0).
-    Shapes: x (B, C, H, W), c_noise (B,), y (B,) int -> (B, C, H, W)."""
+    batch size, bit for bit), resolution-agnostic, optionally class-conditional (``n_classes`` > 0); with
+    ``time_inputs=2``, c = (c_1, c_2) and w c = w c_1 + w_2 c_2 (a flow map's two times).
+    Shapes: x (B, C, H, W), c_noise (B,) or (B, 2), y (B,) int -> (B, C, H, W)."""
 
     resolution_agnostic = True
 
-    def __init__(self, in_channels: int = 3, out_channels: int | None = None, n_classes: int = 0) -> None:
+    def __init__(self, in_channels: int = 3, out_channels: int | None = None, n_classes: int = 0,
+                 time_inputs: int = 1) -> None:
         super().__init__()
+        self.time_inputs = time_inputs
+        self.time_r = nn.Parameter(torch.linspace(0.4, -0.2, in_channels)) if time_inputs == 2 else None
         self.in_channels, self.out_channels = in_channels, out_channels or in_channels
         if self.out_channels != in_channels:
             raise ValueError("the stub backbone maps C channels to C channels")
@@ -36,7 +40,10 @@ class StubBackbone(ctcm.Backbone):
         self.labels = nn.Embedding(n_classes, in_channels) if n_classes else None
 
     def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
-        per_sample = c_noise[:, None] * self.time + self.bias  # (B, C)
+        if self.time_r is None:
+            per_sample = c_noise[:, None] * self.time + self.bias  # (B, C)
+        else:
+            per_sample = c_noise[:, :1] * self.time + c_noise[:, 1:] * self.time_r + self.bias
         if y is not None:
             if self.labels is None:
                 raise ValueError("class labels y given to an unconditional stub backbone (n_classes=0)")

@@ -47,6 +47,16 @@ def test_smoke_run_measures_trainer_throughput(tmp_path) -> None:
     assert "### 4. Trainer throughput" in markdown(results)
 
 
+def test_smoke_run_measures_the_meanflow_step(tmp_path) -> None:
+    results = run("smoke", device="cpu", out_dir=tmp_path, tag="smoke", sections=("meanflow",), plot_png=False,
+                  log=lambda s: None)
+    (row,) = results["meanflow"]
+    assert row["ratio_to_flow_matching"]["step_flow_matching"] == 1.0
+    assert all(row["times"][k]["median_s"] > 0 for k in ("step_meanflow", "step_meanflow_func_jvp"))
+    report = (tmp_path / "smoke.md").read_text()
+    assert "### 5. MeanFlow step" in report and "MeanFlow step on the WFNO <= 1.3x" in report
+
+
 def test_gpu_check_cpu_fallback_reports_every_target(tmp_path) -> None:
     """``--gpu-check --smoke --device cpu``: the GPU command's code path on tiny models (compile: aot_eager)."""
     from benchmarks.__main__ import main

@@ -259,7 +259,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
 def test_ddp_gloo_two_ranks_match_one_process(tmp_path, dropout):
     """2 gloo ranks equal one process on the same global batch, with dropout too (per-sample masks: each
     rank applies its slice of the global batch's masks; issue 16, item 1)."""
-    overrides = ["steps=4", "data.num_workers=0", f"model.backbone.dropout={dropout}"]
+    assert_ddp_matches_one_process(tmp_path, ["steps=4", "data.num_workers=0", f"model.backbone.dropout={dropout}"])
+
+
+def assert_ddp_matches_one_process(tmp_path: Path, overrides: list[str]) -> None:
+    """Two gloo ranks train the weights of one process (the same global batches and draws), and they moved."""
     mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), overrides), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
@@ -267,7 +271,7 @@ def test_ddp_gloo_two_ranks_match_one_process(tmp_path, dropout):
     single = Trainer(small_config(*overrides), tmp_path / "single", dataset=ToyImages(), progress=False)
     single.run()
     torch.manual_seed(0)  # the config's seed: the initial weights every run starts from
-    start = ctcm.build(small_config().model)
+    start = ctcm.build(small_config(*overrides).model)
     moved = 0.0
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(r0[k], v, rtol=1e-4, atol=1e-5, msg=f"{k}: DDP and single process differ")

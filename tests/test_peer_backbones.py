@@ -24,9 +24,9 @@ DTYPE = {"unet": torch.float64, "fno": torch.float32}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _backbone(name: str) -> nn.Module:
+def _backbone(name: str, **kwargs) -> nn.Module:
     torch.manual_seed(0)
-    net = ctcm.create_backbone(name, in_channels=3, out_channels=3, **SMALL[name])
+    net = ctcm.create_backbone(name, in_channels=3, out_channels=3, **SMALL[name], **kwargs)
     with torch.no_grad():  # leave the zero-initialised (identity) state so that every input matters
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -89,6 +89,8 @@ def test_denoising_is_edm_and_flow_matching(schedule_name):
         sigma = s.sigma(t)
         c_out = s.sigma_data * (sigma - s.sigma_min) / torch.sqrt(sigma**2 + s.sigma_data**2)
         ref = ((ctx.f - ctx.x0).flatten(1).pow(2).mean(1) / c_out**2).mean()
+    elif schedule_name == "linear":  # f = x_t - t F: (f - x0) / c_out = F - (eps - x0), rectified flow matching
+        ref = (ctx.raw - ctx.dx_dt).flatten(1).pow(2).mean(1).mean()
     else:  # TrigFlow flow matching: ||sigma_d F - dx_t/dt||^2 / sigma_d^2
         ref = ((s.sigma_data * ctx.raw - ctx.dx_dt).flatten(1).pow(2).mean(1)).mean() / s.sigma_data**2
     torch.testing.assert_close(loss, ref)

@@ -96,6 +96,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
         self.step, self.nonfinite_total = 0, 0
         self.metrics: dict[str, Any] = {}
+        self.nonfinite_cause = ""  # what the objective said made the last non-finite loss so (LossOutput.explain)
         self.last_saved: Path | None = None
         # the last update, not yet known to leave the weights finite: (flag tensor, its step, its lr)
         self._unsettled: tuple[torch.Tensor, int, float] | None = None
@@ -196,6 +197,8 @@ class Trainer:
             self._unsettled = (weights_finite_flag(self.model), self.step + 1, lr)
         else:
             self.optimizer.zero_grad(set_to_none=True)
+            if out.explain is not None and not bool(torch.isfinite(out.loss.detach())):
+                self.nonfinite_cause = out.explain()  # the objective says what diverged (skipped steps only)
         self.scheduler.step()
         return logs, applied, not going_on
 
@@ -271,9 +274,10 @@ class Trainer:
                     if applied:
                         window.append(logs)
                     if consecutive >= cfg.max_nonfinite:
+                        cause = f" (last: {self.nonfinite_cause})" if self.nonfinite_cause else ""
                         raise NonFiniteError(self._nonfinite_message(
                             f"{consecutive} consecutive steps (up to step {self.step}) had a non-finite loss or "
-                            f"gradient"))
+                            f"gradient{cause}"))
                     todo = tasks.after(self.step, self.step == cfg.steps, consecutive > 0)
                     if todo.log:
                         row = self._summarise(window, time.perf_counter() - t0)
