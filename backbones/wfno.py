@@ -19,6 +19,11 @@ from .wfno_block import WeightedFourierBlock
 class WFNO2d(Backbone):
     """Weighted Fourier Neural Operator in 2-D, conditioned per sample on c_noise.
 
+    The defaults are the 0.3 design, the winner of the design study (docs/results.md, "Backbone design"):
+    coordinate-grid and time input channels, a two-layer lifting MLP, a 1x1 local path and a channel MLP in
+    each block, per-block FiLM and the learned weights kept. The 0.2 design is ``legacy_defaults`` (what
+    checkpoints written before 0.3 rebuild).
+
     Args:
         in_channels, out_channels: image channels (out defaults to in).
         width: hidden channels.
@@ -36,7 +41,8 @@ class WFNO2d(Backbone):
         time_channels: T > 0 appends a linear map of the time embedding (B, T) as T constant channels to
             the input (as the FNO does), besides or instead of FiLM.
         film: per-block FiLM of the time embedding (``False``: time enters through ``time_channels`` only).
-        lift_hidden: 0 lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden channels.
+        lift_hidden: 0 lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden channels;
+            ``None`` (default): L = 2 * width.
         local_kernel: 3 (W_1 and W_3 in each block) or 1 (W_1 only).
         channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b).
         lift_film: FiLM of the lifted input by the time embedding, h_0 = L(x) (1 + gamma_0(e)) + beta_0(e)
@@ -60,9 +66,10 @@ class WFNO2d(Backbone):
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, emb_dim: int | None = None,
                  n_freqs: int = 16, max_freq: float = 8.0, spectral_weight_drop: float = 0.0,
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
-                 positional_grid: bool = False, time_channels: int = 0, film: bool = True, lift_hidden: int = 0,
-                 local_kernel: int = 3, channel_mlp: float = 0.0, block_scales: list[int] | None = None,
-                 lift_film: bool = False, time_inputs: int = 1, num_classes: int = 0) -> None:
+                 positional_grid: bool = True, time_channels: int = 16, film: bool = True,
+                 lift_hidden: int | None = None, local_kernel: int = 1, channel_mlp: float = 0.5,
+                 block_scales: list[int] | None = None, lift_film: bool = False, time_inputs: int = 1,
+                 num_classes: int = 0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
@@ -80,6 +87,7 @@ class WFNO2d(Backbone):
         self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, time_inputs, num_classes)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None
         lift_in = in_channels + (2 if positional_grid else 0) + max(time_channels, 0)
+        lift_hidden = 2 * width if lift_hidden is None else lift_hidden
         self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden <= 0 else
                                 nn.Sequential(nn.Conv2d(lift_in, lift_hidden, 1), nn.GELU(),
                                               nn.Conv2d(lift_hidden, width, 1)))

@@ -113,7 +113,7 @@ def test_quality_cost_times_each_recipes_step() -> None:
 
     rows = quality_cost("cpu", ["ect", "unet"], repeats=1)
     assert [r["recipe"] for r in rows] == ["ect", "unet"] and rows[0]["ratio"] == 1.0
-    assert rows[0]["params"] == 118_019 and rows[1]["params"] == 122_145  # tiny.yaml's WFNO, the matched U-Net
+    assert rows[0]["params"] == 112_051 and rows[1]["params"] == 122_145  # tiny.yaml's WFNO (0.3), the U-Net
     assert all(r["step_s"] > 0 and r["images_per_s"] == r["batch"] / r["step_s"] for r in rows)
 
 

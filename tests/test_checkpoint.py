@@ -129,11 +129,15 @@ def test_a_0_1_checkpoint_still_loads_and_resumes_its_config(tmp_path):
 
 
 def _halve_float_defaults(monkeypatch, cls):
-    """A later version's defaults: every float default of ``cls``'s constructor halved."""
+    """A later version's defaults: every float default of ``cls``'s constructor halved, but for the WFNO's
+    ``channel_mlp`` (a layer width: another value changes the parameter shapes, which loading catches anyway)."""
+    import inspect
+
     init = cls.__init__
     if init.__defaults__:
-        monkeypatch.setattr(init, "__defaults__", tuple(v / 2 if isinstance(v, float) else v
-                                                        for v in init.__defaults__))
+        names = [p.name for p in inspect.signature(init).parameters.values() if p.default is not p.empty]
+        monkeypatch.setattr(init, "__defaults__", tuple(v / 2 if isinstance(v, float) and n != "channel_mlp" else v
+                                                        for n, v in zip(names, init.__defaults__, strict=True)))
 
 
 @pytest.mark.parametrize("recipe", ["wfno-cifar", "wfno-cifar-trigflow"])
@@ -157,11 +161,13 @@ def test_a_changed_default_does_not_change_a_stored_model(tmp_path, monkeypatch,
 
 
 def test_a_0_2_checkpoint_with_only_the_given_arguments_loads_and_resumes(tmp_path):
-    """0.1/0.2 stored only the arguments a user gave: they load with today's defaults, and their stored run
-    config compares equal to today's resolved one (so --resume does not see a change)."""
+    """0.1/0.2 stored only the arguments a user gave: they load with today's defaults but for the WFNO's
+    design arguments (its ``legacy_defaults``), and their stored run config compares equal to the resolved
+    one of the model they rebuild (so --resume does not see a change)."""
     from ctcm.engine.resume import frozen_changes, stored_train_config
+    from ctcm_backbones.wfno import WFNO2d
 
-    model = tiny_model()
+    model = tiny_model(**WFNO2d.legacy_defaults)  # a 0.2 model: the 0.2 design
     given = {"backbone": {"name": "wfno", **TINY_WFNO}, "schedule": {"name": "geometric"}, "channels": 3,
              "resolution": 8}
     path = ctcm.save_checkpoint(tmp_path / "new.pt", model, extra={"config": {"seed": 0}})
