@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 
 import ctcm
 from ctcm.metrics import FeatureNetworkError, FIDEvaluator, InceptionLogits, find_logit_weights, inception_score
+from ctcm.errors import UserValueError
 from ctcm.metrics.per_class import per_class_fid
 from ctcm.sampling import class_labels
 
@@ -50,7 +51,7 @@ def test_inception_score_of_confident_balanced_predictions_is_the_class_count():
     assert inception_score(confident, splits=1)[0] == pytest.approx(k, rel=1e-6)
     assert 1 < inception_score(confident, splits=5)[0] < k  # a shuffled split of 28 is not exactly balanced
     assert inception_score(torch.zeros(50, k), splits=5)[0] == pytest.approx(1.0)  # no information
-    with pytest.raises(ValueError, match="N >= 10 splits"):
+    with pytest.raises(UserValueError, match="N >= 10 splits"):
         inception_score(torch.zeros(5, k))
 
 
