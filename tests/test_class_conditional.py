@@ -13,7 +13,7 @@ from hypothesis import given, settings
 import ctcm
 from ctcm.config import ConfigError, ModelConfig
 from ctcm.errors import UserValueError
-from ctcm.sampling import class_cond, class_labels, sample_all
+from ctcm.sampling import class_cond, class_labels
 
 from conftest import TINY_WFNO, needs_neuralop
 
@@ -143,16 +143,16 @@ def test_one_step_guidance_is_the_combination_of_the_conditional_and_null_sample
     y = torch.tensor([1, 3, 0])
     null = torch.full_like(y, K)
     kw = dict(seed=2, steps=1, clip=False)
-    guided = sample_all(model, 3, cond={"y": y}, guidance=w, **kw)
-    expected = (1 - w) * sample_all(model, 3, cond={"y": null}, **kw) + w * sample_all(model, 3, cond={"y": y}, **kw)
+    guided = model.sample(3, cond={"y": y}, guidance=w, **kw)
+    expected = (1 - w) * model.sample(3, cond={"y": null}, **kw) + w * model.sample(3, cond={"y": y}, **kw)
     torch.testing.assert_close(guided, expected)
 
 
 def test_two_step_guidance_guides_each_step_and_needs_a_conditional_model():
     model = conditional().eval()
     y = torch.tensor([1, 2])
-    a = sample_all(model, 2, seed=0, steps=2, cond={"y": y}, guidance=2.0)
-    b = sample_all(model, 2, seed=0, steps=2, cond={"y": y})
+    a = model.sample(2, seed=0, steps=2, cond={"y": y}, guidance=2.0)
+    b = model.sample(2, seed=0, steps=2, cond={"y": y})
     assert a.shape == b.shape and not torch.allclose(a, b)
     assert torch.equal(model.sample(2, seed=0, steps=2, cond={"y": y}, guidance=2.0), a)
     with pytest.raises(UserValueError, match="guidance=2.0 needs a class-conditional model"):
