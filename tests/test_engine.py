@@ -312,7 +312,7 @@ def test_a_given_dataset_is_flipped_by_the_data_order_only(tmp_path, monkeypatch
     from ctcm.data import build_dataset
 
     seen: list[torch.Tensor] = []
-    monkeypatch.setattr(Trainer, "_train_step", lambda self, x0: (seen.append(x0), ({}, True))[1])
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, x0, stopping: (seen.append(x0), ({}, True, False))[1])
     dataset = build_dataset("embedded", 16)
     cfg = small_config("steps=3", f"data.flip={str(flip).lower()}", "log_every=0")
     Trainer(cfg, tmp_path, dataset=dataset, progress=False).run()

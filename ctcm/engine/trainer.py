@@ -312,10 +312,11 @@ class Trainer:
         """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters: the
         logs stay tensors until here, and all of them become floats with one host sync."""
         keys = sorted({k for logs in window for k in logs})
-        means = {k: torch.stack([torch.as_tensor(logs[k], dtype=torch.float64, device=self.device).reshape(())
-                                 for logs in window if k in logs]).mean() for k in keys}
+        window_means: dict[str, torch.Tensor | float] = {
+            k: torch.stack([torch.as_tensor(logs[k], dtype=torch.float64, device=self.device).reshape(())
+                            for logs in window if k in logs]).mean() for k in keys}
         every_rank = all_ranks_true(bool(window), self.info, self.device)  # else this rank's own means only
-        means = mean_logs(means, self.info if every_rank else DistInfo(), self.device)
+        means = mean_logs(window_means, self.info if every_rank else DistInfo(), self.device)
         steps = max(len(window), 1)
         row: dict[str, Any] = {"step": self.step}
         row.update(means)
