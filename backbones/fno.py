@@ -47,7 +47,8 @@ class FNOBackbone(Backbone):
         channel_mlp_expansion: hidden width of each block's channel MLP, as a multiple of ``width``.
         positional_grid: append the 2 coordinate channels (neuraloperator's default ``"grid"`` embedding).
         n_freqs, max_freq: the sinusoidal features of c_noise (see :class:`TimeEmbedding`).
-    Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
+        num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34).
+    Shapes: x (B, C, H, W), c_noise (B,), y (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
     """
 
     resolution_agnostic = True
@@ -55,7 +56,7 @@ class FNOBackbone(Backbone):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, time_channels: int = 32,
                  lifting_ratio: float = 2.0, projection_ratio: float = 2.0, channel_mlp_expansion: float = 0.5,
-                 positional_grid: bool = True, n_freqs: int = 16, max_freq: float = 8.0) -> None:
+                 positional_grid: bool = True, n_freqs: int = 16, max_freq: float = 8.0, num_classes: int = 0) -> None:
         super().__init__()
         ChannelMLP = import_neuralop("layers.channel_mlp", "the 'fno' backbone").ChannelMLP
         FNOBlocks = import_neuralop("layers.fno_block", "the 'fno' backbone").FNOBlocks
@@ -64,7 +65,7 @@ class FNOBackbone(Backbone):
         self.out_channels = out_channels or in_channels
         self.positional_grid = positional_grid
         n_modes = (modes, modes) if isinstance(modes, int) else tuple(int(m) for m in modes)
-        self.embed = TimeEmbedding(time_channels, n_freqs, max_freq)
+        self.embed = TimeEmbedding(time_channels, n_freqs, max_freq, num_classes)
         lift_in = in_channels + time_channels + (2 if positional_grid else 0)
         self.lifting = ChannelMLP(in_channels=lift_in, out_channels=width,
                                   hidden_channels=round(lifting_ratio * width), n_layers=2, n_dim=2)
@@ -75,14 +76,14 @@ class FNOBackbone(Backbone):
         self.projection = ChannelMLP(in_channels=width, out_channels=self.out_channels,
                                      hidden_channels=round(projection_ratio * width), n_layers=2, n_dim=2)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
         if x.dtype != torch.float32:
             raise UserTypeError(
                 f"neuraloperator's SpectralConv computes in complex64 only, so the 'fno' backbone runs in "
                 f"float32 (or under autocast); got {x.dtype}. Use 'wfno' for other dtypes."
             )
         b, _, h, w = x.shape
-        emb = self.embed(c_noise).to(x.dtype)[:, :, None, None].expand(b, -1, h, w)
+        emb = self.embed(c_noise, y).to(x.dtype)[:, :, None, None].expand(b, -1, h, w)
         parts = [x, coordinate_grid(x), emb] if self.positional_grid else [x, emb]
         z = self.lifting(torch.cat(parts, dim=1))
         for i in range(self.blocks.n_layers):

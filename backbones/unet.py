@@ -99,7 +99,8 @@ class UNet(Backbone):
             by the online, target and JVP passes).
         emb_dim: time-embedding width (default 4 * model_channels).
         n_freqs, max_freq: sinusoidal features of c_noise (see :class:`TimeEmbedding`).
-    Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); H and W divisible by 2^(levels-1).
+        num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34).
+    Shapes: x (B, C, H, W), c_noise (B,), y (B,) -> (B, C_out, H, W); H and W divisible by 2^(levels-1).
     Convolutional, so it runs at any such size (32 and 64 are tested), but it is not a neural operator:
     its receptive field is fixed in pixels.
     """
@@ -109,7 +110,7 @@ class UNet(Backbone):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, model_channels: int = 128,
                  channel_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_levels: Sequence[int] = (1,), heads: int = 1, dropout: float = 0.0,
-                 emb_dim: int | None = None, n_freqs: int = 16, max_freq: float = 8.0) -> None:
+                 emb_dim: int | None = None, n_freqs: int = 16, max_freq: float = 8.0, num_classes: int = 0) -> None:
         super().__init__()
         if not channel_mult:
             raise UserValueError("channel_mult needs at least one level")
@@ -120,7 +121,7 @@ class UNet(Backbone):
         self.out_channels = out_channels or in_channels
         self.n_levels = len(channel_mult)
         emb_dim = emb_dim or 4 * model_channels
-        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq)
+        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, num_classes)
         self.conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
 
         # encoder: record every skip's channel count
@@ -161,12 +162,12 @@ class UNet(Backbone):
             if isinstance(module, SharedDropout):
                 module.resample_noise_(generator, rank=rank, world_size=world_size)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
         factor = 2 ** (self.n_levels - 1)
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise UserValueError(f"UNet with {self.n_levels} levels needs H, W divisible by {factor}; got "
                                  f"{tuple(x.shape[-2:])}")
-        emb = self.embed(c_noise)
+        emb = self.embed(c_noise, y)
         h = self.conv_in(x)
         hs = [h]
         for module in self.down:

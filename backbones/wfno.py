@@ -43,7 +43,9 @@ class WFNO2d(Backbone):
             (Eq. 18d): lets the network scale the input's pixel noise down where the noise level is high.
         block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
             Eq. 18c), e.g. ``[1, 2, 2, 1]`` for a U-shaped arrangement; ``None``: every block at full resolution.
-    Shapes: x (B, C, H, W), c_noise (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
+        num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34; the
+            model section's ``num_classes`` sets it); labels y (B,) in [0, K], K (or ``y=None``) the null class.
+    Shapes: x (B, C, H, W), c_noise (B,), y (B,) -> (B, C_out, H, W); any H, W with H >= m1 (resolution-agnostic).
     """
 
     resolution_agnostic = True
@@ -57,7 +59,7 @@ class WFNO2d(Backbone):
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = False, time_channels: int = 0, film: bool = True, lift_hidden: int = 0,
                  local_kernel: int = 3, channel_mlp: float = 0.0, block_scales: list[int] | None = None,
-                 lift_film: bool = False) -> None:
+                 lift_film: bool = False, num_classes: int = 0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
@@ -71,7 +73,7 @@ class WFNO2d(Backbone):
         if len(scales) != n_layers:
             raise UserValueError(f"block_scales has {len(scales)} entries for n_layers={n_layers}: give one per block")
         self.positional_grid = positional_grid
-        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq)
+        self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, num_classes)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None
         lift_in = in_channels + (2 if positional_grid else 0) + max(time_channels, 0)
         self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden <= 0 else
@@ -122,8 +124,8 @@ class WFNO2d(Backbone):
         dgamma, dbeta = F.linear(demb, self.lift_film.weight)[:, :, None, None].chunk(2, dim=1)
         return torch.addcmul(torch.addcmul(dbeta, h, dgamma), dh, 1 + gamma)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        emb = self.embed(c_noise)
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
+        emb = self.embed(c_noise, y)
         h = self.modulate_lift(self.lift(self.lift_input(x, emb)), emb)
         for block in self.blocks:
             h = block(h, emb)
@@ -137,11 +139,13 @@ class WFNO2d(Backbone):
             if isinstance(block.spectral, SpectralConv2d):
                 block.spectral.resample_noise_(generator)
 
-    def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_and_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
+                            y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(F(x, c), dF along (dx, dc)) by hand-written forward mode (Eq. 20): each linear layer runs once
         on the doubled batch, so the JVP costs about two forwards instead of ``torch.func.jvp``'s three
-        convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` (tested)."""
-        emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise)
+        convolutions per convolution. Equal to ``torch.func.jvp(self, (x, c), (dx, dc))`` at a fixed label y
+        (tested)."""
+        emb, demb = self.embed.forward_and_tangent(c_noise, dc_noise, y)
         hh = self.lift_packed(pack(self.lift_input(x, emb), self.lift_input_tangent(dx, demb)))
         if self.lift_film is not None:
             h, dh = unpack(hh)
@@ -154,13 +158,13 @@ class WFNO2d(Backbone):
         """The lifting on a packed pair [z; dz] (one convolution, or the two-layer channel MLP)."""
         return linear_packed(self.lift, zz) if isinstance(self.lift, nn.Conv2d) else sequential_packed(self.lift, zz)
 
-    def forward_and_detached_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor,
-                                     dc_noise: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_and_detached_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
+                                     y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """F(x, c) with its graph, and its tangent along (dx, dc) without one, the tangent reusing the
         forward's activations (each block's y, 1/s, GELU input): about one forward of extra work instead
         of :meth:`forward_and_tangent`'s two. The small time embedding and projection head recompute their
         value inside the no-grad packed rules."""
-        emb = self.embed(c_noise)
+        emb = self.embed(c_noise, y)
         z = self.lift_input(x, emb)
         h = self.lift(z)
         with torch.no_grad():

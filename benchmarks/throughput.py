@@ -69,7 +69,7 @@ def train_throughput(batch: int, precision: str, compile_model: bool | str, devi
 
             ctcm.compile_backbone(trainer.model, backend=compile_model)
         x0 = torch.rand(batch, 3, res, res, device=trainer.device) * 2 - 1
-        step: Callable[[], object] = lambda: trainer._train_step(x0)
+        step: Callable[[], object] = lambda: trainer._train_step(x0, {})
         t0 = time.perf_counter()
         step()
         synchronize(trainer.device)

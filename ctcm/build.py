@@ -41,8 +41,9 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
     bb, sc = _override(cfg.backbone, backbone), _override(cfg.schedule, schedule)
     rebuildable = isinstance(bb, ComponentConfig) and isinstance(sc, ComponentConfig)
     if isinstance(bb, ComponentConfig):
-        cfg.backbone = resolve_component(BACKBONES, bb, "backbone", BACKBONE_CHANNELS)
-        bb = BACKBONES.get(bb.name)(in_channels=cfg.channels, out_channels=cfg.channels, **cfg.backbone.kwargs)
+        cfg.backbone = resolve_backbone(bb, cfg.num_classes)
+        bb = BACKBONES.get(bb.name)(in_channels=cfg.channels, out_channels=cfg.channels, **cfg.backbone.kwargs,
+                                    **({"num_classes": cfg.num_classes} if cfg.num_classes else {}))
     elif not isinstance(bb, Backbone):
         raise UserTypeError(f"backbone must be a dict, a registered name or a ctcm.Backbone, got {type(bb).__name__}")
     if isinstance(sc, ComponentConfig):
@@ -50,7 +51,7 @@ def build(recipe: str | ModelConfig = "wfno-cifar", *, backbone: Any = None, sch
         sc = SCHEDULES.get(sc.name)(**cfg.schedule.kwargs)
     elif not isinstance(sc, NoiseSchedule):
         raise UserTypeError(f"schedule must be a dict, a registered name or a NoiseSchedule, got {type(sc).__name__}")
-    return ConsistencyModel(bb, sc, channels=cfg.channels, resolution=cfg.resolution,
+    return ConsistencyModel(bb, sc, channels=cfg.channels, resolution=cfg.resolution, num_classes=cfg.num_classes,
                             config=cfg if rebuildable else None)
 
 
@@ -87,6 +88,33 @@ def resolve_component(registry: Registry[Any], part: ComponentConfig, kind: str,
     return ComponentConfig(part.name, _plain({**resolved, **given}))
 
 
+def resolve_backbone(part: ComponentConfig, num_classes: int = 0) -> ComponentConfig:
+    """:func:`resolve_component` of a backbone. Its ``num_classes`` argument comes from the model section's
+    (passed at build for a conditional model, never stored in the backbone's arguments).
+
+    Raises:
+        ConfigError: ``num_classes`` in the backbone section, or a conditional model whose backbone takes none.
+    """
+    if "num_classes" in part.kwargs:
+        raise ConfigError("backbone argument num_classes comes from the model section; remove it from the backbone "
+                          "and set model.num_classes instead")
+    if num_classes and not _takes_keyword(BACKBONES.get(part.name), "num_classes"):
+        raise ConfigError(f"backbone '{part.name}' takes no num_classes argument, so it cannot be class-conditional "
+                          f"(model.num_classes={num_classes}); use wfno, unet or fno, or set model.num_classes=0")
+    resolved = resolve_component(BACKBONES, part, "backbone", BACKBONE_CHANNELS)
+    resolved.kwargs.pop("num_classes", None)  # its default (0) is the model section's business
+    return resolved
+
+
+def _takes_keyword(factory: Any, name: str) -> bool:
+    """Whether ``factory`` accepts the keyword argument ``name`` (explicitly or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def stored_model(cfg: ModelConfig) -> ModelConfig:
     """A model config read from a checkpoint, resolved (:func:`resolve_model`) after each backbone argument it
     lacks is set from the backbone's ``legacy_defaults``: a stored config that lacks an argument was written
@@ -96,14 +124,15 @@ def stored_model(cfg: ModelConfig) -> ModelConfig:
     kwargs = {**{k: copy.deepcopy(v) for k, v in legacy.items() if k not in cfg.backbone.kwargs},
               **cfg.backbone.kwargs}
     return resolve_model(ModelConfig(ComponentConfig(cfg.backbone.name, kwargs), cfg.schedule, cfg.channels,
-                                     cfg.resolution))
+                                     cfg.resolution, cfg.num_classes))
 
 
 def resolve_model(cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with its backbone's and schedule's arguments spelled out (:func:`resolve_component`): how a
     0.1/0.2 checkpoint, which stored only the arguments a user gave, is compared with a current config."""
-    return ModelConfig(resolve_component(BACKBONES, cfg.backbone, "backbone", BACKBONE_CHANNELS),
-                       resolve_component(SCHEDULES, cfg.schedule, "schedule"), cfg.channels, cfg.resolution)
+    return ModelConfig(resolve_backbone(cfg.backbone, cfg.num_classes),
+                       resolve_component(SCHEDULES, cfg.schedule, "schedule"), cfg.channels, cfg.resolution,
+                       cfg.num_classes)
 
 
 def _is_plain(value: Any) -> bool:

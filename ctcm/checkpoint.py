@@ -74,6 +74,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, ema: Any = Non
     payload = {
         "format": FORMAT,
         "config": to_dict(config) if config is not None else None,
+        "class_names": getattr(net, "class_names", None),  # what a conditional model's labels mean (grids)
         "model": net.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -176,5 +177,6 @@ def load_checkpoint(path: str | os.PathLike, *, weights: str = "ema",
     if stored is not None:
         model.to(stored)  # a float64 checkpoint comes back in float64, bit for bit
     model.load_state_dict(state)
+    model.class_names = payload.get("class_names")  # absent before 0.3: labels are then shown as numbers
     model.eval()
     return model.to(map_location) if isinstance(map_location, torch.device) else model

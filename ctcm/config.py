@@ -81,12 +81,22 @@ class ObjectiveTermConfig:
 @dataclass
 class ModelConfig:
     """Everything :func:`ctcm.build` needs: a model is backbone + schedule + data shape (what checkpoints
-    rebuild); how it is trained belongs to a :class:`Recipe`."""
+    rebuild); how it is trained belongs to a :class:`Recipe`.
+
+    ``num_classes``: K > 0 makes the model class-conditional: the backbone is built with ``num_classes=K``
+    (a label embedding with K + 1 rows, row K the null class of label dropout) and takes labels
+    ``y`` in [0, K]; 0 (the default, and every 0.1/0.2 checkpoint) is unconditional.
+    """
 
     backbone: ComponentConfig
     schedule: ComponentConfig
     channels: int = 3
     resolution: int = 32
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ConfigError(f"model.num_classes must be an integer >= 0 (0: unconditional), got {self.num_classes!r}")
 
 
 def model_dict_from_v01(data: dict[str, Any]) -> tuple[dict[str, Any], list[Any] | None]:

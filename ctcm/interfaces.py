@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from typing_extensions import Self, override  # typing's own from Python 3.11 / 3.12
+
 from .errors import UserTypeError
 
 
@@ -111,7 +112,7 @@ def check_backbone(backbone: Any) -> None:
         )
     params = inspect.signature(backbone.resample_noise_).parameters
     if not {"rank", "world_size"} <= set(params) and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise TypeError(
+        raise UserTypeError(
             f"backbone {type(backbone).__name__}.resample_noise_ must take the keyword arguments rank and "
             f"world_size (its slice of the global batch under DDP); declare it as "
             f"resample_noise_(self, generator=None, *, rank=0, world_size=1)"

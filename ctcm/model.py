@@ -43,14 +43,19 @@ class ConsistencyModel(ComplexSafeModule):
         backbone: a :class:`ctcm.Backbone` F(x, c_noise, **cond) -> same shape.
         schedule: a :class:`ctcm.NoiseSchedule`; it supplies c_skip, c_out, c_in and c_noise.
         channels, resolution: the data shape (C, resolution, resolution) used by :meth:`sample`.
+        num_classes: K > 0 for a class-conditional model (a backbone built with ``num_classes=K``): labels
+            ``y`` (B,) int in [0, K], K being the null class (:attr:`null_class`, "no label", what label
+            dropout trains and what an unlabelled call uses); 0: unconditional (``cond`` passes through unchecked).
         config: the :class:`ModelConfig` that rebuilds this model (kept by checkpoints); ``None`` for a
             model assembled from instances, which then cannot be rebuilt by :func:`ctcm.load_checkpoint`.
     """
 
     backbone: Backbone
+    #: the name of each class of a conditional model (index = label), kept by checkpoints; None: unnamed
+    class_names: list[str] | None = None
 
     def __init__(self, backbone: Backbone, schedule: NoiseSchedule, *, channels: int = 3,
-                 resolution: int = 32, config: ModelConfig | None = None) -> None:
+                 resolution: int = 32, num_classes: int = 0, config: ModelConfig | None = None) -> None:
         super().__init__()
         check_backbone(backbone)
         if backbone.in_channels != channels or backbone.out_channels != channels:
@@ -62,7 +67,15 @@ class ConsistencyModel(ComplexSafeModule):
         self.schedule = schedule
         self.channels = channels
         self.resolution = resolution
+        self.num_classes = num_classes
         self.config = config
+
+    @property
+    def null_class(self) -> int:
+        """The label meaning "no class" (row K of the label embedding) of a conditional model."""
+        if not self.num_classes:
+            raise UserValueError("this model is unconditional (model.num_classes=0): it has no classes")
+        return self.num_classes
 
     # -- input checks ----------------------------------------------------------------------------------------
     #: check that t lies in [t_min, t_max] (one device sync per call). Set to False on an instance to evaluate
@@ -95,6 +108,16 @@ class ConsistencyModel(ComplexSafeModule):
             self._check_time(t)
         return t
 
+    def check_labels(self, y: Tensor, batch: int) -> None:
+        """Labels of a conditional model: integers (B,) in [0, K] (K: the null class); one device sync."""
+        k = self.num_classes
+        if not torch.is_tensor(y) or y.dtype.is_floating_point or y.is_complex() or y.shape != (batch,):
+            raise UserValueError(f"class labels y must be an integer tensor of shape ({batch},), got "
+                             f"{type(y).__name__ if not torch.is_tensor(y) else f'{y.dtype} {tuple(y.shape)}'}")
+        if bool(((y < 0) | (y > k)).any()):
+            raise UserValueError(f"class labels y must lie in [0, {k - 1}] (or {k}: the null class), got "
+                             f"{int(y[(y < 0) | (y > k)][0])}; this model has model.num_classes={k}")
+
     def _check_time(self, t: Tensor) -> None:
         first = self.schedule.first_time_outside(t)
         if first is not None:
@@ -124,6 +147,8 @@ class ConsistencyModel(ComplexSafeModule):
         construction, such as the objectives' training times (checked where they are drawn).
         """
         t = self._check_inputs(x, t, check_time)
+        if check_time and self.num_classes and cond.get("y") is not None:  # the same sync-free opt-out
+            self.check_labels(cond["y"], x.shape[0])
         if tangent_along is not None:
             if tangent_along.shape != x.shape:
                 raise UserValueError(f"tangent_along (dx_t/dt) must have x's shape {tuple(x.shape)}, got "
@@ -181,30 +206,41 @@ class ConsistencyModel(ComplexSafeModule):
                               network=d_skip * x + c_out * d_raw, path=c_skip * dx_dt + d_out * raw)
 
     # -- sampling ---------------------------------------------------------------------------------------------
-    def sample_batches(self, n: int, **options: Any) -> Iterator[tuple[int, Tensor]]:
+    def sample_batches(self, n: int, *, guidance: float | None = None, **options: Any) -> Iterator[tuple[int, Tensor]]:
         """:func:`ctcm.sampling.sample_batches` of this model: ``(first_index, images)`` for this rank's share of
         images 0..n-1 of run ``seed``, with the schedule, the image shape (C, R, R) and the device and dtype
         of the weights filled in. ``options``: ``seed``, ``steps``, ``t_mid``, ``times``, ``batch_size``,
-        ``rank``, ``world_size``, ``cond``, ``clip``."""
+        ``rank``, ``world_size``, ``cond``, ``clip``. ``guidance``: the classifier-free scale of a
+        class-conditional model (:func:`ctcm.sampling.guided`, Eq. 32; None: none)."""
         param = next(self.parameters(), None)
         device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
         shape = (self.channels, self.resolution, self.resolution)
-        return sampling.sample_batches(self, n, schedule=self.schedule, shape=shape, device=device, dtype=dtype,
+        f = self if guidance is None or guidance == 1.0 else sampling.guided(self, guidance,
+                                                                             self.guidance_null(guidance))
+        return sampling.sample_batches(f, n, schedule=self.schedule, shape=shape, device=device, dtype=dtype,
                                        **options)
+
+    def guidance_null(self, guidance: float) -> int:
+        """The null class that guidance ``guidance`` combines with; a clear error for an unconditional model."""
+        if not self.num_classes:
+            raise UserValueError(f"guidance={guidance} needs a class-conditional model (model.num_classes > 0); drop "
+                                 f"the guidance scale for this model")
+        return self.null_class
 
     def sample(self, n: int, *, steps: int = 1, t_mid: float | None = None, times: Sequence[float] | None = None,
                seed: int | None = None, batch_size: int | None = None, cond: dict[str, Tensor] | None = None,
-               clip: bool = True) -> Tensor:
+               clip: bool = True, guidance: float | None = None) -> Tensor:
         """Images 0..n-1 of run ``seed`` (n, C, R, R), in [-1, 1] when ``clip`` (the same images as ``ctcm
         sample --seed SEED``, for any ``batch_size``; default: one batch of n).
 
         One (``steps=1``), two (``steps=2``, intermediate time ``t_mid``) or ``len(times)`` network
-        evaluations (Eq. 12). ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...).
+        evaluations (Eq. 12). ``seed=None`` draws one from torch's global generator. ``cond``: tensors (n, ...),
+        e.g. ``{"y": labels}`` of a class-conditional model; ``guidance``: its classifier-free scale (Eq. 32).
         """
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()))
         batches = self.sample_batches(n, seed=seed, steps=steps, t_mid=t_mid, times=times, batch_size=batch_size or n,
-                                      cond=cond, clip=clip)
+                                      cond=cond, clip=clip, guidance=guidance)
         return torch.cat([x for _, x in batches])
 
 

@@ -66,6 +66,15 @@ class ObjectiveContext:
         b = draws.shape[0] // self.world_size
         return draws[self.rank * b:(self.rank + 1) * b]
 
+    def null_cond(self) -> dict[str, Tensor]:
+        """The step's conditioning with every class label replaced by the null class: the unconditional
+        prediction at the same x_t (a class-conditional model, ``model.num_classes`` > 0), the hook of
+        training-time guidance (MeanFlow's target, docs/training.md "Guidance"). No labels: ``cond`` as is."""
+        y = self.cond.get("y")
+        if y is None:
+            return dict(self.cond)
+        return {**self.cond, "y": torch.full_like(y, cast("ConsistencyModel", self.net).null_class)}
+
     @cached_property
     def net(self) -> nn.Module:
         """The unwrapped :class:`ctcm.ConsistencyModel`, for no-grad evaluations and JVPs."""
@@ -173,7 +182,7 @@ class Objective(abc.ABC):
         return None
 
     def check_model(self, model: ConsistencyModel) -> None:
-        """Raise a ValueError naming the fix when this objective cannot train ``model`` (e.g. sCM needs the
+        """Raise a :class:`ctcm.UserValueError` naming the fix when this objective cannot train ``model`` (sCM needs the
         TrigFlow schedule). The trainer calls it before loading any data; default: any model will do."""
         return None
 

@@ -12,6 +12,11 @@ step k. Images therefore do not depend on the batch size, on how batches are spr
 which device runs the network (the draws are made on the CPU in float32 and then moved). Bits of the
 network's own arithmetic may still depend on the batch size for batch-size-dependent kernels.
 
+Class labels follow the same rule (:func:`class_labels`): the label of image i of a class-balanced set is a
+function of (s, i) (and the number of classes K) alone, every block of K consecutive images holding each
+class once, so any prefix of n K images is exactly balanced. :func:`guided` turns a class-conditional
+consistency function into its classifier-free guided combination (Eq. 32).
+
 Every caller samples through :func:`sample_batches`: ``ctcm sample``, training grids, in-training FID and
 :meth:`ctcm.ConsistencyModel.sample`.
 """
@@ -76,6 +81,58 @@ def multistep_sample(f: ConsistencyFunction, noise: Tensor, times: Sequence[floa
         x = schedule.alpha(tb).view(-1, 1, 1, 1) * x0 + schedule.sigma(tb).view(-1, 1, 1, 1) * draw()
         x0 = f(x, tb, **cond)
     return x0
+
+
+def guided(f: ConsistencyFunction, guidance: float | None, null_class: int) -> ConsistencyFunction:
+    """``f`` itself (``guidance`` None or 1), else the classifier-free combination of Eq. 32,
+    f_w(x, t; y) = f(x, t; null) + w (f(x, t; y) - f(x, t; null)) (two calls of ``f``; w = 0: the
+    unconditional model), for a class-conditional ``f`` whose label ``null_class`` means "no class". What it
+    means for a consistency function, and why not at one step: docs/training.md, "Guidance".
+    Shapes: x (B, C, H, W), t (B,), y (B,) -> (B, C, H, W)."""
+    if guidance is None or guidance == 1.0:
+        return f
+
+    def combined(x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
+        y = cond.get("y")
+        if y is None:
+            raise UserValueError(f"guidance={guidance} needs class labels cond={{'y': ...}} to guide towards")
+        f_null = f(x, t, **{**cond, "y": torch.full_like(y, null_class)})
+        return f_null + guidance * (f(x, t, **cond) - f_null)
+
+    return combined
+
+
+def class_labels(seed: int, start: int, stop: int, num_classes: int) -> Tensor:
+    """Class-balanced labels of images [start, stop) of run ``seed``, int64 (stop - start,).
+
+    Images [b K, (b + 1) K) (block b, K = ``num_classes``) hold every class once, in the order of the
+    permutation drawn from ``SeedSequence([seed, b, K, 1])`` (apart from :func:`image_seed`'s two-word
+    sequences): the label of image i depends on (seed, i, K) only, like its noise."""
+    if num_classes < 1:
+        raise UserValueError(f"class-balanced labels need num_classes >= 1, got {num_classes}")
+    if start < 0 or stop < start:
+        raise UserValueError(f"expected 0 <= start <= stop, got [{start}, {stop})")
+    blocks = range(start // num_classes, -(-stop // num_classes))
+    perms = [np.random.default_rng(np.random.SeedSequence([seed, b, num_classes, 1])).permutation(num_classes)
+             for b in blocks]
+    labels = np.concatenate(perms) if perms else np.zeros(0, np.int64)
+    offset = blocks.start * num_classes
+    return torch.from_numpy(labels[start - offset:stop - offset].astype(np.int64))
+
+
+def class_cond(num_classes: int, seed: int, n: int, label: int | None = None) -> dict[str, Tensor]:
+    """The conditioning of images 0..n-1 of run ``seed`` of a model with ``num_classes`` classes: ``{}`` for
+    an unconditional one (0), else ``{"y": ...}`` with the class-balanced :func:`class_labels` (``label``
+    None) or class ``label`` for every image."""
+    if not num_classes:
+        if label is not None:
+            raise UserValueError(f"class {label} asked of an unconditional model (model.num_classes=0); drop the class")
+        return {}
+    if label is not None:
+        if not 0 <= label < num_classes:
+            raise UserValueError(f"class {label} is out of range: this model has classes 0..{num_classes - 1}")
+        return {"y": torch.full((n,), label, dtype=torch.int64)}
+    return {"y": class_labels(seed, 0, n, num_classes)}
 
 
 def image_seed(seed: int, index: int) -> int:

@@ -6,6 +6,13 @@
 Image i is a function of (seed, i, steps) only (:mod:`ctcm.sampling`): the same ``--seed`` gives the same
 images for any ``--batch-size`` and number of ranks, and the same images as in-training FID with that seed.
 Under ``torchrun`` batch k is drawn by rank k mod W; rank 0 joins the parts into the ``.npz``.
+
+A class-conditional checkpoint samples class-balanced sets by default (``--classes all``: the label of image
+i is :func:`ctcm.sampling.class_labels` of (seed, i), stored in the ``.npz`` under ``y`` with the class
+names under ``classes``), or one class (``--class K``), optionally guided (``--guidance W``, Eq. 32);
+``--grid PATH`` writes one row per class, named.
+
+    ctcm sample --ckpt runs/cond/checkpoints/latest.pt --num-samples 50000 --classes all --npz samples.npz
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -21,9 +29,11 @@ from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .devices import parse_device
 from .engine.distributed import barrier, cleanup, init_distributed, pick_device
+from .engine.evaluations import class_grid
 from .errors import add_debug_option, run_cli
-from .sampling import to_uint8
 from .errors import UserValueError
+from .model import ConsistencyModel
+from .sampling import class_cond, to_uint8
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +49,15 @@ def parser() -> argparse.ArgumentParser:
                    help="images per network call; with --seed it fixes the images (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default %(default)s)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or live weights")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--classes", choices=("all",), default=None,
+                       help="conditional checkpoints: class-balanced labels, a function of (seed, image index) "
+                            "(the default for a conditional checkpoint)")
+    which.add_argument("--class", dest="label", type=int, default=None, help="conditional checkpoints: class K only")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale W of a conditional checkpoint (1: none; docs/training.md)")
+    p.add_argument("--grid", default=None, help="also a PNG grid: one row of 10 images per class (conditional), "
+                                                "else 64 images")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_option(p)
@@ -57,9 +76,16 @@ def prepare_png_folder(folder: Path, overwrite: bool) -> None:
         path.unlink()
 
 
-def write_npz(path: Path, images: np.ndarray) -> None:
-    """``np.savez`` through :func:`ctcm.atomic.atomic_write` (never a half-written file)."""
-    atomic_write(path, lambda fh: np.savez(fh, x=images))
+def write_npz(path: Path, images: np.ndarray, labels: dict[str, np.ndarray] | None = None) -> None:
+    """``np.savez`` of ``x`` (and ``labels``: ``y``, ``classes``) through :func:`ctcm.atomic.atomic_write`
+    (never a half-written file)."""
+    arrays: dict[str, Any] = {"x": images, **(labels or {})}
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def class_names(model: ConsistencyModel) -> list[str]:
+    """The stored class names of a conditional model, else "0".."K-1"."""
+    return list(model.class_names or [str(k) for k in range(model.num_classes)])
 
 
 def main_sample(argv: list[str] | None = None) -> int:
@@ -78,6 +104,10 @@ def _main(argv: list[str]) -> int:
     try:
         device = pick_device(args.device, info)
         model = load_checkpoint(args.ckpt, weights=args.weights, map_location=device)
+        if not model.num_classes and (args.classes or args.label is not None or args.guidance is not None):
+            raise UserValueError(f"{args.ckpt} is an unconditional model (model.num_classes=0): --classes, --class and "
+                             f"--guidance need a class-conditional checkpoint; drop them")
+        cond = class_cond(model.num_classes, args.seed, args.num_samples, args.label)
         folder = Path(args.out) if args.out else None
         if folder is not None and info.is_main:
             prepare_png_folder(folder, args.overwrite)
@@ -86,7 +116,7 @@ def _main(argv: list[str]) -> int:
         if parts_dir is not None:
             parts_dir.mkdir(parents=True, exist_ok=True)
         batches = model.sample_batches(args.num_samples, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                       rank=info.rank, world_size=info.world_size)
+                                       rank=info.rank, world_size=info.world_size, cond=cond, guidance=args.guidance)
         if info.is_main and not args.no_progress:
             from tqdm.auto import tqdm
             n_batches = -(-args.num_samples // args.batch_size)
@@ -107,17 +137,23 @@ def _main(argv: list[str]) -> int:
                      sizes=np.asarray([len(c) for c in chunks], dtype=np.int64))
         barrier(info)
         if info.is_main:
+            labels = {"y": cond["y"].numpy(), "classes": np.asarray(class_names(model))} if cond else {}
             if parts_dir is not None:
-                merge_parts(parts_dir, Path(args.npz), args.num_samples, info.world_size)
-            where = " and ".join(str(p) for p in (folder, args.npz) if p is not None)
-            print(f"wrote {args.num_samples} images ({args.steps}-step, seed {args.seed}) to {where}")
+                merge_parts(parts_dir, Path(args.npz), args.num_samples, info.world_size, labels)
+            if args.grid:
+                class_grid(model, 10 * model.num_classes or 64, seed=args.seed, batch_size=args.batch_size,
+                           path=Path(args.grid), steps=args.steps, guidance=args.guidance)
+            where = " and ".join(str(p) for p in (folder, args.npz, args.grid) if p is not None)
+            what = "" if not cond else (f", class {args.label}" if args.label is not None else ", class-balanced")
+            print(f"wrote {args.num_samples} images ({args.steps}-step, seed {args.seed}{what}) to {where}")
         return 0
     finally:
         cleanup(info)
 
 
-def merge_parts(parts_dir: Path, path: Path, n: int, world_size: int) -> None:
-    """Join the per-rank parts into ``path`` (images in index order), then delete them."""
+def merge_parts(parts_dir: Path, path: Path, n: int, world_size: int,
+                labels: dict[str, np.ndarray] | None = None) -> None:
+    """Join the per-rank parts into ``path`` (images in index order, with ``labels``), then delete them."""
     out: np.ndarray | None = None
     for r in range(world_size):
         part = np.load(parts_dir / f"rank{r}.npz")
@@ -129,7 +165,7 @@ def merge_parts(parts_dir: Path, path: Path, n: int, world_size: int) -> None:
             out[start:start + size] = chunk
             offset += size
     assert out is not None
-    write_npz(path, out)
+    write_npz(path, out, labels)
     for r in range(world_size):
         (parts_dir / f"rank{r}.npz").unlink()
     parts_dir.rmdir()

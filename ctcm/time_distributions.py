@@ -31,9 +31,9 @@ def check_first_output(owner: object, t: Tensor, schedule: NoiseSchedule, what: 
         return
     bad = schedule.first_time_outside(t)
     if bad is not None:
-        raise ValueError(f"{what} {type(owner).__name__} gave t = {bad!r} outside the schedule's range "
-                         f"[t_min, t_max] = [{schedule.t_min:.6g}, {schedule.t_max:.6g}] "
-                         f"({type(schedule).__name__}); it must return finite times in that range")
+        raise UserValueError(f"{what} {type(owner).__name__} gave t = {bad!r} outside the schedule's range "
+                             f"[t_min, t_max] = [{schedule.t_min:.6g}, {schedule.t_max:.6g}] "
+                             f"({type(schedule).__name__}); it must return finite times in that range")
     object.__setattr__(owner, "_range_checked", True)
 
 

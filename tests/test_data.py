@@ -14,6 +14,7 @@ from ctcm.data import (EMBEDDED, DataError, build_dataset, count_images, iter_ui
                        resize_center_crop)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def _images(n: int, size: tuple[int, int] = (32, 32), seed: int = 0) -> np.ndarray:
@@ -211,11 +212,15 @@ def test_cifar10_from_a_local_copy(tmp_path, monkeypatch):
             (Path(root) / self.base_folder).mkdir(parents=True, exist_ok=True)
             (Path(root) / self.base_folder / "data_batch_1").write_bytes(b"x")
             self.data = images[:4] if train else images[4:]
+            self.targets = [6, 9, 9, 4] if train else [3, 8]
+            self.classes = CIFAR10_CLASSES
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", LocalCIFAR10)
     assert count_images(f"cifar10:{tmp_path}") == 4
     np.testing.assert_array_equal(_all(f"cifar10:{tmp_path}", split="test"), images[4:])
     assert build_dataset(f"cifar10:{tmp_path}")[0].shape == (3, 32, 32)
+    labelled = build_dataset(f"cifar10:{tmp_path}", labels=True, split="test")
+    assert [int(labelled[i][1]) for i in range(2)] == [3, 8] and labelled.class_names == CIFAR10_CLASSES
 
 
 def test_fingerprint_changes_with_the_files(image_set):
@@ -227,3 +232,64 @@ def test_fingerprint_changes_with_the_files(image_set):
         z.writestr("extra.png", (folder / "cat" / "000.png").read_bytes())
     after = [open_source(s).fingerprint() for s in (folder, zpath, npz)]
     assert all(a != b for a, b in zip(before, after))
+
+
+# -- labels ------------------------------------------------------------------------------------------------------
+def test_folder_and_zip_labels_are_the_sorted_class_folders(image_set):
+    images, folder, zpath, npz = image_set
+    for source in (folder, zpath):
+        src = open_source(source)
+        assert src.class_names == ["cat", "dog"]
+        np.testing.assert_array_equal(src.labels, np.arange(7) % 2)  # _write_folder: image i in class i % 2
+        ds = build_dataset(source, 32, labels=True)
+        x, y = ds[3]
+        assert y.dtype == torch.int64 and int(y) == 1
+        torch.testing.assert_close(x, torch.from_numpy(images[3]).permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_split_folder_labels_skip_the_split_level(tmp_path):
+    images = _images(4)
+    _write_folder(tmp_path / "d" / "train", images[:2], classes=("ship", "frog"))
+    _write_folder(tmp_path / "d" / "test", images[2:], classes=("truck", "ship"))
+    assert open_source(tmp_path / "d", "train").class_names == ["frog", "ship"]
+    np.testing.assert_array_equal(open_source(tmp_path / "d", "test").labels, [1, 0])
+
+
+def test_flat_folder_and_plain_npz_have_no_labels_and_refuse_a_labelled_dataset(tmp_path, image_set):
+    _, _, _, npz = image_set
+    flat = tmp_path / "flat"
+    _write_folder(flat, _images(3), classes=())
+    for source in (flat, npz):
+        assert open_source(source).labels is None
+        with pytest.raises(DataError, match="has no class labels.*model.num_classes=0"):
+            build_dataset(source, labels=True)
+
+
+def test_npz_labels_and_class_names(tmp_path):
+    images = _images(5)
+    np.savez(tmp_path / "a.npz", x=images, y=np.array([2, 0, 1, 2, 0]), classes=np.array(["a", "b", "c"]))
+    src = open_source(tmp_path / "a.npz")
+    assert src.class_names == ["a", "b", "c"] and src.labels.tolist() == [2, 0, 1, 2, 0]
+    np.savez(tmp_path / "b.npz", x=images, y=np.array([3, 0, 1, 2, 0]))
+    assert open_source(tmp_path / "b.npz").class_names == ["0", "1", "2", "3"]
+    for name, y, match in (("c", np.zeros(4, np.int64), r"expected integers \(N,\) = \(5,\)"),
+                           ("d", np.zeros(5), "expected integers"),
+                           ("e", np.array([0, 1, 2, 3, 4]), r"3 class names; labels must be 0..2")):
+        extra = {"classes": np.array(["a", "b", "c"])} if name == "e" else {}
+        np.savez(tmp_path / f"{name}.npz", x=images, y=y, **extra)
+        with pytest.raises(DataError, match=match):
+            open_source(tmp_path / f"{name}.npz")
+
+
+def test_embedded_labels_are_cifar10s():
+    src = open_source(EMBEDDED)
+    assert src.class_names == CIFAR10_CLASSES
+    assert src.labels[:3].tolist() == [6, 9, 9]  # frog, truck, truck: the first CIFAR-10 training images
+    assert np.bincount(src.labels).min() > 150
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10-train-first4000-lossless.npz").is_file(), reason="needs ../shared")
+def test_embedded_labels_equal_the_lossless_copys_y():
+    with np.load(SHARED / "cifar10-train-first4000-lossless.npz") as data:
+        y = data["y"][:2000]
+    np.testing.assert_array_equal(open_source(EMBEDDED).labels, y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -124,7 +125,7 @@ def test_data_order_resumes_and_shards():
     assert take(StepBatchSampler(20, 6, seed=3, start_step=4), 3) == full[4:]
     ranks = [take(StepBatchSampler(20, 6, seed=3, rank=r, world_size=2), 7) for r in range(2)]
     assert [a + b for a, b in zip(*ranks)] == full
-    epoch0 = [i for batch in full[:3] for i, _ in batch]
+    epoch0 = [i for batch in full[:3] for i, *_ in batch]
     assert len(set(epoch0)) == 18  # no repeats within an epoch
     with pytest.raises(ValueError, match="divisible"):
         StepBatchSampler(20, 5, seed=0, world_size=2)
@@ -182,9 +183,9 @@ class FakeFID:
     def __init__(self, ref, num_samples, batch_size=250, device=None, cache_dir=None, **kwargs) -> None:
         self.calls = 0
 
-    def evaluate(self, model, steps=1, seed=0) -> float:
+    def scores(self, model, steps=1, seed=0) -> dict[str, float]:
         self.calls += 1
-        return 100.0 / self.calls + steps
+        return {"fid": 100.0 / self.calls + steps}
 
 
 def test_periodic_fid_is_logged_and_plotted(tmp_path, monkeypatch):
@@ -312,14 +313,15 @@ def test_a_given_dataset_is_flipped_by_the_data_order_only(tmp_path, monkeypatch
     from ctcm.data import build_dataset
 
     seen: list[torch.Tensor] = []
-    monkeypatch.setattr(Trainer, "_train_step", lambda self, x0, stopping: (seen.append(x0), ({}, True, False))[1])
+    monkeypatch.setattr(Trainer, "_train_step",
+                        lambda self, x0, cond, stopping=False: (seen.append(x0), ({}, True, stopping))[1])
     dataset = build_dataset("embedded", 16)
     cfg = small_config("steps=3", f"data.flip={str(flip).lower()}", "log_every=0")
     Trainer(cfg, tmp_path, dataset=dataset, progress=False).run()
     order = iter(StepBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, flip=flip))
     flips = 0
     for x0 in seen:
-        for x, (index, flipped) in zip(x0, next(order)):
+        for x, (index, flipped, *_) in zip(x0, next(order)):
             torch.testing.assert_close(x, dataset[index].flip(-1) if flipped else dataset[index], rtol=0, atol=0)
             flips += flipped
     assert len(seen) == 3 and (flips > 0) == flip
@@ -360,3 +362,14 @@ def test_a_training_step_reads_the_device_at_most_once_between_log_points(tmp_pa
     assert (long - short) / 8 <= 1.0, f"{(long - short) / 8} host reads per step"
     rows = (tmp_path / "12" / "train.csv").read_text().splitlines()
     assert len(rows) == 2 and "consistency" in rows[0]  # the logs were kept and written once
+
+
+@pytest.mark.skipif(importlib.util.find_spec("neuralop") is None, reason="the fno peer needs neuraloperator")
+def test_a_backbone_with_complex_weights_trains(tmp_path):
+    """The fno peer keeps complex spectral weights, which torch's fused AdamW refuses: the optimiser falls back
+    to the multi-tensor one instead of failing at the first step (found by the backbone study)."""
+    cfg = small_config("model.backbone={name: fno, width: 8, n_layers: 1, modes: 4, time_channels: 4}", "steps=2")
+    trainer = Trainer(cfg, tmp_path, dataset=ToyImages(), progress=False)
+    assert any(p.is_complex() for p in trainer.model.parameters())
+    trainer.run()
+    assert trainer.step == 2

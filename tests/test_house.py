@@ -28,3 +28,17 @@ def test_lint_covers_everything():
     lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     assert "ruff check .\n" in lint and "mypy" in lint
     assert "make lint" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_equations_are_numbered_in_order_and_every_citation_exists():
+    """docs/maths.md numbers its equations in the order they appear, and every ``Eq. N`` the code cites is there."""
+    maths = (ROOT / "docs" / "maths.md").read_text()
+    labels = re.findall(r"^\*\*\((\d+)([a-z]?)\)", maths, re.M)
+    numbers = [int(n) for n, _ in labels]
+    assert numbers == sorted(numbers) and sorted(set(numbers)) == list(range(1, max(numbers) + 1)), numbers
+    cited = set()
+    for folder in ("ctcm", "backbones", "objectives"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for first, last in re.findall(r"Eq\. (\d+)(?:-(\d+))?", path.read_text()):
+                cited.update(range(int(first), int(last or first) + 1))
+    assert cited and cited <= set(numbers), sorted(cited - set(numbers))

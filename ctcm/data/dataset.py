@@ -29,31 +29,53 @@ def resize_center_crop(image: np.ndarray, resolution: int) -> np.ndarray:
     return np.asarray(im.crop((left, top, left + resolution, top + resolution)), dtype=np.uint8)
 
 
+def unlabelled_error(src: ImageSource) -> DataError:
+    """The one error for labels asked of a source that has none."""
+    return DataError(f"{src.description} has no class labels, which a class-conditional run (model.num_classes > 0) "
+                     f"needs: put the images in class subfolders (<class>/<file>), add integer labels 'y' to the "
+                     f".npz, or train unconditionally (model.num_classes=0)")
+
+
 class ImageDataset(Dataset):
     """Images as float32 tensors (3, resolution, resolution) in [-1, 1]: x = uint8 / 127.5 - 1.
 
     Item i is a pure function of i: no random flips here. Flips have one owner, the training engine's data
     order (:mod:`ctcm.engine.data_order`, ``data.flip``), seeded by (seed, step). Safe with worker processes.
+    With ``labels=True`` an item is ``(x, y)``, y the image's class label as an int64 scalar tensor (the
+    source must have labels: :class:`DataError` otherwise); ``class_names`` names them.
     """
 
-    def __init__(self, source: ImageSource, resolution: int = 32) -> None:
+    def __init__(self, source: ImageSource, resolution: int = 32, *, labels: bool = False) -> None:
         if resolution < 1:
             raise DataError(f"resolution must be a positive int, got {resolution}")
+        if labels and source.labels is None:
+            raise unlabelled_error(source)
         self.source = source
         self.resolution = resolution
+        self.labels = labels
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.source.class_names
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> Tensor:
+    def __getitem__(self, index: int) -> Tensor | tuple[Tensor, Tensor]:
         image = resize_center_crop(self.source.load(index), self.resolution)
-        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+        if self.labels:
+            assert self.source.labels is not None
+            return x, torch.tensor(int(self.source.labels[index]), dtype=torch.int64)
+        return x
 
     def __repr__(self) -> str:
-        return f"ImageDataset({self.source.description}, n={len(self)}, resolution={self.resolution})"
+        return (f"ImageDataset({self.source.description}, n={len(self)}, resolution={self.resolution}, "
+                f"labels={self.labels})")
 
 
-def build_dataset(source: str | os.PathLike, resolution: int = 32, *, split: str = "train") -> ImageDataset:
+def build_dataset(source: str | os.PathLike, resolution: int = 32, *, split: str = "train",
+                  labels: bool = False) -> ImageDataset:
     """A :class:`torch.utils.data.Dataset` of float32 (3, resolution, resolution) images in [-1, 1].
 
     Args:
@@ -61,11 +83,13 @@ def build_dataset(source: str | os.PathLike, resolution: int = 32, *, split: str
             or ``"cifar10[:ROOT]"`` (see docs/data.md).
         resolution: output side; other sizes are resized (shorter side) and centre-cropped.
         split: ``"train"`` or ``"test"``; used by cifar10 and by folders/zips with top-level train/ and test/.
+        labels: items ``(x, y)`` with the class label y (int64 scalar) instead of x alone.
 
     Raises:
-        DataError: missing or malformed data (the message names the path and the expected layout).
+        DataError: missing or malformed data (the message names the path and the expected layout), or
+            ``labels=True`` for a source without labels.
     """
-    return ImageDataset(open_source(source, split), resolution)
+    return ImageDataset(open_source(source, split), resolution, labels=labels)
 
 
 def count_images(source: str | os.PathLike, *, split: str = "train") -> int:

@@ -4,8 +4,14 @@ Source strings (see docs/data.md):
 
 - ``"embedded"``: the 2,000 CIFAR-10 training images shipped in the package (a zip of PNGs);
 - a folder (ImageFolder layout: class subfolders, or flat) or a ``.zip`` of one (read in place);
-- a ``.npz`` with uint8 images under ``x`` (or an unambiguous ``arr_0`` / ``images``), NHWC or NCHW;
+- a ``.npz`` with uint8 images under ``x`` (or an unambiguous ``arr_0`` / ``images``), NHWC or NCHW, and
+  optionally integer class labels under ``y`` (with their names under ``classes``);
 - ``"cifar10"`` or ``"cifar10:ROOT"``: torchvision's CIFAR-10 (downloaded there when missing).
+
+Labels: a source whose every image lies in a class subfolder (below the split folder, if any) is labelled
+as torchvision's ImageFolder labels it: the class folders sorted by name get 0, 1, ... (for CIFAR-10:
+airplane automobile bird cat deer dog frog horse ship truck, its own label order). ``src.labels`` is then
+int64 (N,) and ``src.class_names`` the names; both are None for an unlabelled source.
 
 Files are ordered by file name, then by path (``train/frog/00000.jpg`` before ``train/truck/00001.jpg``), so
 the order is deterministic, class folders interleave, and a ``limit`` takes a class-mixed prefix. A folder or
@@ -83,6 +89,10 @@ class ImageSource:
     """
 
     description: str
+    #: class label of every image, int64 (N,) in [0, len(class_names)), or None for an unlabelled source
+    labels: np.ndarray | None = None
+    #: the name of each class, index = label
+    class_names: list[str] | None = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -94,13 +104,40 @@ class ImageSource:
         raise NotImplementedError
 
 
-class ArraySource(ImageSource):
-    """Images held in memory as one uint8 array (N, H, W, 3)."""
+def folder_labels(names: list[str], split: str) -> tuple[np.ndarray | None, list[str] | None]:
+    """ImageFolder labels of relative file names: the first folder below ``split/`` (when the names carry
+    one) is the class; classes sorted by name are 0, 1, ... (None, None) when any file lies outside a
+    class folder (a flat layout)."""
+    parts = [n.split("/") for n in names]
+    depth = 1 if names and all(p[0] == split and len(p) > 1 for p in parts) else 0
+    if not names or any(len(p) < depth + 2 for p in parts):
+        return None, None
+    classes = sorted({p[depth] for p in parts})
+    index = {c: k for k, c in enumerate(classes)}
+    return np.asarray([index[p[depth]] for p in parts], dtype=np.int64), classes
 
-    def __init__(self, images: np.ndarray, description: str, fingerprint: str) -> None:
+
+def checked_labels(y: np.ndarray, n: int, names: list[str] | None, where: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels (n,) in [0, K) as int64 with K class names (``names``, else "0".."K-1")."""
+    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: labels 'y' are {y.dtype} {y.shape}; expected integers (N,) = ({n},), one per image")
+    k = len(names) if names is not None else int(y.max(initial=-1)) + 1
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise DataError(f"{where}: labels 'y' span [{y.min()}, {y.max()}] but there are {k} class names; "
+                        f"labels must be 0..{k - 1}")
+    return y.astype(np.int64), list(names) if names is not None else [str(c) for c in range(k)]
+
+
+class ArraySource(ImageSource):
+    """Images held in memory as one uint8 array (N, H, W, 3), with optional labels (N,) and class names."""
+
+    def __init__(self, images: np.ndarray, description: str, fingerprint: str, labels: np.ndarray | None = None,
+                 class_names: list[str] | None = None) -> None:
         self.images = images
         self.description = description
         self._fingerprint = fingerprint
+        if labels is not None:
+            self.labels, self.class_names = checked_labels(labels, len(images), class_names, description)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -124,6 +161,7 @@ class FolderSource(ImageSource):
             raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found; {_LAYOUT}")
         self.names = names
         self.description = f"folder {root}" + (f" [{split}]" if names[0].startswith(split + "/") else "")
+        self.labels, self.class_names = folder_labels(names, split)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -152,6 +190,7 @@ class ZipSource(ImageSource):
             raise DataError(f"{path}: the zip holds no image files ({', '.join(IMAGE_EXTENSIONS)}); {_LAYOUT}")
         self.names = names
         self.description = f"zip {path}" + (f" [{split}]" if names[0].startswith(split + "/") else "")
+        self.labels, self.class_names = folder_labels(names, split)
         self._zip: zipfile.ZipFile | None = None
         self._pid = -1
 
@@ -191,21 +230,26 @@ def _fingerprint_files(root: Path, names: list[str]) -> str:
     return h.hexdigest()
 
 
-def load_npz_images(path: Path) -> np.ndarray:
-    """uint8 (N, H, W, 3) from a .npz: key ``x``, else a single ``arr_0`` / ``images``; NCHW is transposed."""
+def _npz_image_key(keys: list[str], path: Path) -> str:
+    if "x" in keys:
+        return "x"
+    candidates = [k for k in ("arr_0", "images") if k in keys]
+    if len(candidates) != 1:
+        raise DataError(f"{path}: cannot tell which array holds the images (keys {keys}); store them under 'x' "
+                        f"as uint8 (N, H, W, 3)")
+    return candidates[0]
+
+
+def load_npz(path: Path) -> ArraySource:
+    """An :class:`ArraySource` of a .npz: uint8 images under ``x`` (else a single ``arr_0`` / ``images``;
+    NCHW is transposed), labels under ``y`` when present, their names under ``classes`` when present."""
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.files)
-            if "x" in keys:
-                key = "x"
-            else:
-                candidates = [k for k in ("arr_0", "images") if k in keys]
-                if len(candidates) != 1:
-                    raise DataError(
-                        f"{path}: cannot tell which array holds the images (keys {keys}); store them under 'x' "
-                        f"as uint8 (N, H, W, 3)")
-                key = candidates[0]
+            key = _npz_image_key(keys, path)
             x = data[key]
+            y = data["y"] if "y" in keys else None
+            names = [str(c) for c in data["classes"]] if "classes" in keys else None
     except DataError:
         raise
     except Exception as exc:
@@ -218,7 +262,7 @@ def load_npz_images(path: Path) -> np.ndarray:
         raise DataError(f"{path}: '{key}' has shape {x.shape}; expected (N, H, W, 3) or (N, 3, H, W) RGB")
     if len(x) == 0:
         raise DataError(f"{path}: '{key}' holds no images")
-    return np.ascontiguousarray(x)
+    return ArraySource(np.ascontiguousarray(x), f"npz {path}", file_fingerprint(path), labels=y, class_names=names)
 
 
 def _cifar10(root: str, split: str) -> ArraySource:
@@ -238,7 +282,8 @@ def _cifar10(root: str, split: str) -> ArraySource:
                 f".zip or .npz; e.g. 'cifar10:/path/to/root' holding cifar-10-batches-py/)") from exc
     batch_dir = root_path / CIFAR10.base_folder
     return ArraySource(np.asarray(ds.data, dtype=np.uint8), f"cifar10 {root_path} [{split}]",
-                       _fingerprint_files(batch_dir, sorted(os.listdir(batch_dir))))
+                       _fingerprint_files(batch_dir, sorted(os.listdir(batch_dir))),
+                       labels=np.asarray(ds.targets, dtype=np.int64), class_names=list(ds.classes))
 
 
 def default_cifar10_root() -> Path:
@@ -268,6 +313,5 @@ def open_source(source: str | os.PathLike, split: str = "train") -> ImageSource:
     if suffix == ".zip":
         return ZipSource(path.resolve(), split)
     if suffix == ".npz":
-        path = path.resolve()
-        return ArraySource(load_npz_images(path), f"npz {path}", file_fingerprint(path))
+        return load_npz(path.resolve())
     raise DataError(f"{path}: unsupported file type {suffix!r}; {_LAYOUT}")

@@ -31,15 +31,20 @@ class DataConfig:
     identical on resume and for any number of ranks). ``heldout``: the images the learning measure compares
     samples against: a split name (``test``) or a number N, the last N images of the training source, which
     are then not trained on (for sources without a test split, such as ``embedded``). ``num_workers``:
-    DataLoader worker processes (0: load in the main process).
+    DataLoader worker processes (0: load in the main process). ``label_dropout``: for a class-conditional
+    model (``model.num_classes`` > 0), the probability that a training image's label is replaced by the null
+    class (classifier-free guidance's p_uncond, Ho & Salimans 2022; drawn with the data order, so exact on resume).
     """
 
     source: str = "embedded"
     flip: bool = True
     heldout: str | int = "test"
     num_workers: int = 0
+    label_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ConfigError(f"data.label_dropout must be in [0, 1) (e.g. 0.1), got {self.label_dropout}")
         if isinstance(self.heldout, bool) or not isinstance(self.heldout, (str, int)) or (
                 isinstance(self.heldout, int) and self.heldout < 0):
             raise ConfigError(f"data.heldout must be a split name or a number of images >= 0, got {self.heldout!r}")
@@ -94,7 +99,10 @@ class EvalConfig:
     end (0: off). ``batch_size``: sampling batch of the grid and the learning measure. ``grid``: images in
     the fixed-noise sample grid. ``fid_every``: FID every N steps (0: off)
     on ``fid_samples`` samples against ``fid_ref`` (statistics or a dataset, see
-    :class:`ctcm.metrics.FIDEvaluator`), for each number of sampling steps in ``fid_steps``.
+    :class:`ctcm.metrics.FIDEvaluator`), for each number of sampling steps in ``fid_steps``; a
+    class-conditional model is sampled class-balanced (the conditional protocol), guided by ``guidance``
+    (null: none). ``inception_score``: also the Inception Score of the same samples (``is_weights``: the
+    file with its softmax layer, default found as :func:`ctcm.metrics.find_logit_weights` does).
     """
 
     learning_samples: int = 1000
@@ -105,6 +113,9 @@ class EvalConfig:
     fid_steps: list[int] = field(default_factory=lambda: [1, 2])
     fid_batch_size: int = 250
     batch_size: int = 250
+    inception_score: bool = False
+    is_weights: str | None = None
+    guidance: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("learning_samples", "grid", "fid_every", "fid_samples"):
@@ -172,6 +183,9 @@ class TrainConfig:
             raise ConfigError("ema: give exactly one of decay or half_life_images (set the other to null)")
         if not self.objective:
             raise ConfigError("objective: give at least one term {name: ..., weight: ...} (or set a recipe)")
+        if self.data.label_dropout > 0 and self.model.num_classes == 0:
+            raise ConfigError(f"data.label_dropout={self.data.label_dropout} needs a class-conditional model: set "
+                              f"model.num_classes (e.g. 10 for CIFAR-10), or data.label_dropout=0")
 
 
 def recipe_defaults(name: str) -> dict[str, Any]:

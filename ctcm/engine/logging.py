@@ -8,25 +8,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ..sampling import to_uint8
 
 
-def save_grid(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Tile (B, C, H, W) images in [-1, 1] into one PNG, ``nrow`` per row (default ceil(sqrt(B)))."""
+ROW_LABEL_WIDTH = 72  # pixels of the left margin that holds a grid's row labels (PIL's default font)
+
+
+def save_grid(x: Tensor, path: str | Path, nrow: int | None = None, row_labels: list[str] | None = None) -> Path:
+    """Tile (B, C, H, W) images in [-1, 1] into one PNG, ``nrow`` per row (default ceil(sqrt(B))); with
+    ``row_labels`` each row is named in a left margin (a class-conditional grid: one row per class)."""
     images = to_uint8(x)
     b, h, w, c = images.shape
     nrow = nrow or math.ceil(math.sqrt(b))
     rows = math.ceil(b / nrow)
-    canvas = np.zeros((rows * (h + 2) + 2, nrow * (w + 2) + 2, c), dtype=np.uint8)
+    margin = ROW_LABEL_WIDTH if row_labels else 0
+    canvas = np.zeros((rows * (h + 2) + 2, margin + nrow * (w + 2) + 2, c), dtype=np.uint8)
     for i, img in enumerate(images):
         r, q = divmod(i, nrow)
-        canvas[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = img
+        canvas[2 + r * (h + 2):2 + r * (h + 2) + h, margin + 2 + q * (w + 2):margin + 2 + q * (w + 2) + w] = img
+    im = Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas)
+    if row_labels:
+        draw = ImageDraw.Draw(im)
+        for r, label in enumerate(row_labels[:rows]):
+            draw.text((2, 2 + r * (h + 2) + max(0, h // 2 - 6)), label[:12], fill=255 if c == 1 else (255,) * 3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas).save(path)
+    im.save(path)
     return path
 
 

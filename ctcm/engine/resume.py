@@ -8,9 +8,10 @@ from typing import Any
 
 from ..build import stored_model
 from ..config import ConfigError, ModelConfig, from_dict, model_dict_from_v01, to_dict
+from .config import resolve_train_dict
 
 # dotted prefixes of the resolved config that a resumed run must keep
-FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout")
+FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout", "data.label_dropout")
 # what may change (documented in docs/training.md); everything not frozen may
 CHANGEABLE = ("steps", "optim.*", "ema.*", "eval.*", "log_every", "sample_every", "checkpoint_every",
               "keep_checkpoints", "max_nonfinite", "threads", "device", "precision", "compile", "deterministic",
@@ -52,7 +53,9 @@ def frozen_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def check_resume_config(stored: dict[str, Any], new: dict[str, Any], path: Any) -> None:
-    """Raise a ConfigError naming each frozen key that ``new`` changes (with both values)."""
+    """Raise a ConfigError naming each frozen key that ``new`` changes (with both values). ``stored`` is read
+    with today's defaults for keys added since it was written (model.num_classes: 0, data.label_dropout: 0)."""
+    stored = to_dict(resolve_train_dict(stored, resolved=True))
     changed = frozen_changes(stored, new)
     if changed:
         a, b = _flatten(stored), _flatten(new)

@@ -37,7 +37,7 @@ from .config import TrainConfig, dump_yaml
 from .data_order import FlippedDataset, StepBatchSampler
 from .distributed import (DistInfo, all_ranks_all, all_ranks_true, any_rank_true, average_gradients, barrier, dist_info,
                           mean_logs, pick_device)
-from .evaluations import Evaluations, split_data
+from .evaluations import Evaluations, class_names_of, split_data
 from .guard import NonFiniteError, nonfinite_message, weights_finite, weights_finite_flag
 from .loader import close_loader, make_loader, next_batch
 from .logging import MetricsLogger, plot_fid, plot_losses
@@ -94,10 +94,13 @@ class Trainer:
             init_weights(self.model, cfg.init_from)
         self.ema = EMA(self.model, cfg.ema.decay, half_life_images=cfg.ema.half_life_images, batch_size=cfg.batch_size)
         o = cfg.optim
-        # fused: one kernel, and the step counts stay on the device (the for-loop version reads each on the host)
-        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=(o.betas[0], o.betas[1]),
+        # fused: one kernel, and the step counts stay on the device (the for-loop version reads each on the host);
+        # torch's fused AdamW takes real floating-point parameters only (the fno peer's spectral weights are complex)
+        params = list(self.trainable_parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.betas[0], o.betas[1]),
                                            eps=o.eps, weight_decay=o.weight_decay,
-                                           fused=self.device.type in ("cuda", "cpu"))
+                                           fused=self.device.type in ("cuda", "cpu")
+                                           and all(p.is_floating_point() for p in params))
         self.scheduler = build_scheduler(self.optimizer, o.warmup_steps, o.decay_steps or cfg.steps, o.min_lr_ratio)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + OBJECTIVE_SEED_OFFSET)
         self.step, self.nonfinite_total = 0, 0
@@ -112,6 +115,10 @@ class Trainer:
             dataset, heldout = split_data(cfg, cfg.model.resolution, self.info.is_main)
         self.dataset: Dataset = dataset
         self.heldout: Dataset | None = heldout
+        names = class_names_of(self.dataset, cfg.model.num_classes, cfg.data.source)
+        ema_model = self.ema.model
+        assert isinstance(ema_model, ConsistencyModel)
+        self.model.class_names = ema_model.class_names = names  # what the labels mean: kept by checkpoints
         self.evals = Evaluations(cfg, self.device, self.progress)
         self.wrapped: nn.Module = self.model
 
@@ -162,9 +169,10 @@ class Trainer:
         return nonfinite_message(what, self.last_saved or latest_checkpoint(self.folder.out))
 
     # -- one step ---------------------------------------------------------------------------------------------------
-    def _train_step(self, x0: torch.Tensor, stopping: bool = False) -> tuple[dict[str, torch.Tensor | float], bool,
-                                                                            bool]:
-        """One optimiser step on the local batch; returns (logs, applied, stop), the logs as detached tensors,
+    def _train_step(self, x0: torch.Tensor, cond: dict[str, torch.Tensor],
+                    stopping: bool = False) -> tuple[dict[str, torch.Tensor | float], bool, bool]:
+        """One optimiser step on the local batch (``cond``: its labels ``{"y": (B,)}`` for a conditional
+        model, else empty); returns (logs, applied, stop), the logs as detached tensors,
         ``stop``: whether any rank was ``stopping`` (a signal).
 
         One host sync per step, the non-finite guard: whether this step's loss and gradient norm are finite
@@ -178,7 +186,7 @@ class Trainer:
         use_bf16 = cfg.precision == "bf16" and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.objective(self.wrapped, x0, self.step, generator=self.generator, rank=self.info.rank,
-                                 world_size=self.info.world_size)
+                                 world_size=self.info.world_size, cond=cond)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()  # a non-finite loss gives a non-finite gradient norm: the step is then skipped
         average_gradients(self.objective_params.parameters(), self.info)  # DDP syncs only the model's
@@ -248,8 +256,11 @@ class Trainer:
             self._start(files)
         logger = MetricsLogger(self.folder.out, resume_step=self.step if self.resumed_from else None) if main else None
         sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, start_step=self.step,  # type: ignore[arg-type]
-                                   flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size)
-        loader = make_loader(FlippedDataset(self.dataset), sampler, cfg.data.num_workers, self.device.type == "cuda")
+                                   flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size,
+                                   label_dropout=cfg.data.label_dropout)
+        null = self.model.null_class if cfg.model.num_classes else None
+        loader = make_loader(FlippedDataset(self.dataset, null), sampler, cfg.data.num_workers,
+                             self.device.type == "cuda")
         tasks = Periodic(cfg.log_every, cfg.sample_every, cfg.eval.fid_every, cfg.checkpoint_every, cfg.eval.grid > 0)
         bar = None
         if main and self.progress:
@@ -260,7 +271,8 @@ class Trainer:
             while self.step < cfg.steps:
                 batch = next_batch(loader, session.stop_signal is not None)
                 if batch is not None:
-                    logs, applied, stop = self._train_step(batch.to(self.device, non_blocking=True),
+                    x0, cond = (batch[0], {"y": batch[1].to(self.device)}) if null is not None else (batch, {})
+                    logs, applied, stop = self._train_step(x0.to(self.device, non_blocking=True), cond,
                                                            session.stop_signal is not None)
                     self.step += 1
                     consecutive = 0 if applied else consecutive + 1

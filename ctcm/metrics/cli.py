@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 from .distances import frechet_distance, kid_from_features
+from .inception_score import InceptionLogits, inception_score
 from .network import InceptionFeatures
+from .per_class import per_class_fid, source_labels
 from ..errors import add_debug_option, run_cli
 from .stats import Statistics, compute_statistics, is_statistics_file, load_or_compute_statistics
 
@@ -63,14 +65,24 @@ def _fid(argv: list[str]) -> int:
                                                       "statistics file built with --features)")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets (default %(default)s)")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: images per subset (default %(default)s)")
+    p.add_argument("--inception-score", action="store_true",
+                   help="also the Inception Score of --gen (same TF-Inception features; needs --is-weights or the "
+                        "file in torch's hub cache, docs/fid.md)")
+    p.add_argument("--is-weights", default=None, help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
+    p.add_argument("--per-class", action="store_true",
+                   help="also FID per class (both sets labelled: a .npz of `ctcm sample --classes all`, class folders)")
     p.add_argument("--cache-dir", default=None, help="reference statistics cache (default ~/.cache/ctcm/fid-stats)")
     p.add_argument("--json", default=None, help="also write the result as JSON to this file")
     _common(p)
     args = p.parse_args(argv)
     t0 = time.time()
+    logits = InceptionLogits(args.is_weights) if args.inception_score else None  # before minutes of features
+    if args.per_class:  # both sets must be labelled: said before any feature is extracted
+        source_labels(args.gen, args.gen_split, 0)
+        source_labels(args.ref, args.ref_split, 0)
     net = InceptionFeatures(args.weights, args.device)
-    common = dict(num=args.num, batch_size=args.batch_size, network=net, keep_features=args.kid,
-                  progress=not args.quiet)
+    common = dict(num=args.num, batch_size=args.batch_size, network=net, progress=not args.quiet,
+                  keep_features=args.kid or args.per_class or args.inception_score)
     s_gen = load_or_compute_statistics(args.gen, split=args.gen_split, cache_dir=args.cache_dir, **common) \
         if is_statistics_file(args.gen) else \
         compute_statistics(args.gen, split=args.gen_split, **common)
@@ -82,13 +94,24 @@ def _fid(argv: list[str]) -> int:
         mean, std = kid_from_features(s_gen.require_features(), s_ref.require_features(), subsets=args.kid_subsets,
                                       subset_size=args.kid_subset_size)
         result.update(kid_mean=mean, kid_std=std)
+    if logits is not None:
+        result["is_mean"], result["is_std"] = inception_score(logits(s_gen.require_features()))
+    if args.per_class:
+        y_gen, names = source_labels(args.gen, args.gen_split, s_gen.count)
+        y_ref, _ = source_labels(args.ref, args.ref_split, s_ref.count)
+        result["fid_per_class"] = per_class_fid(s_gen.require_features(), y_gen, s_ref.require_features(), y_ref,
+                                                names)
     for warning in comparability_warnings(s_gen, s_ref):
         print(f"ctcm fid: warning: {warning}", file=sys.stderr)
     result["seconds"] = round(time.time() - t0, 1)
     line = f"FID {result['fid']:.4f}  (gen {s_gen.count} images, ref {s_ref.count})"
     if args.kid:
         line += f"  KID {result['kid_mean']:.6f} +- {result['kid_std']:.6f}"
+    if args.inception_score:
+        line += f"  IS {result['is_mean']:.3f} +- {result['is_std']:.3f}"
     print(line)
+    for name, value in result.get("fid_per_class", {}).items():
+        print(f"  FID[{name}] {value:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
