@@ -50,6 +50,15 @@ from .session import RunSession
 OBJECTIVE_SEED_OFFSET = 1
 
 
+def window_mean(values: list[torch.Tensor | float]) -> torch.Tensor | float:
+    """The mean of one log over a window of steps: Python numbers on the host, 0-dim tensors on their device
+    (no host sync: :func:`.distributed.mean_logs` converts every log of the row at once)."""
+    if not any(torch.is_tensor(v) for v in values):
+        return sum(float(v) for v in values) / len(values)
+    device = next(v.device for v in values if torch.is_tensor(v))
+    return torch.stack([torch.as_tensor(v, device=device).to(torch.float64).reshape(()) for v in values]).mean()
+
+
 class Trainer:
     """One run of :class:`TrainConfig` writing to ``out``; call :meth:`run`.
 
@@ -186,7 +195,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip)
         finite = torch.isfinite(out.loss.detach()) & torch.isfinite(grad_norm)
         last_update = self._unsettled[0] if self._unsettled is not None else torch.ones_like(finite)
-        going = torch.tensor(not stopping, device=finite.device)
+        going = torch.zeros_like(finite) if stopping else torch.ones_like(finite)  # a fill: no host-to-device copy
         applied, weights_ok, going_on = all_ranks_all(torch.stack([finite, last_update.to(finite.device), going]),
                                                       self.info)
         self.settle(weights_ok)
@@ -328,11 +337,9 @@ class Trainer:
         """Mean of each log over the steps since the last row (averaged over ranks), throughput, counters: the
         logs stay tensors until here, and all of them become floats with one host sync."""
         keys = sorted({k for logs in window for k in logs})
-        stacked: dict[str, torch.Tensor | float] = {
-            k: torch.stack([torch.as_tensor(logs[k], dtype=torch.float64, device=self.device).reshape(())
-                            for logs in window if k in logs]).mean() for k in keys}
+        window_means = {k: window_mean([logs[k] for logs in window if k in logs]) for k in keys}
         every_rank = all_ranks_true(bool(window), self.info, self.device)  # else this rank's own means only
-        means = mean_logs(stacked, self.info if every_rank else DistInfo(), self.device)
+        means = mean_logs(window_means, self.info if every_rank else DistInfo(), self.device)
         steps = max(len(window), 1)
         row: dict[str, Any] = {"step": self.step}
         row.update(means)
