@@ -35,7 +35,8 @@ def test_smoke_run_writes_results(tmp_path) -> None:
         assert row["errors"] == {}
         assert row["ratio_to_forward"]["jvp_nograd"] > 0 and row["tangent_step_ratio"] > 0
         assert row["train_images_per_s"] > 0 and row["sample_images_per_s"] > 0
-    assert len(targets(results)) == 5
+    names = [t["target"] for t in targets(results)]
+    assert len(names) == 6 and any("MeanFlow" in n for n in names), names  # the five of issue 10 + MeanFlow's
     assert "### 2. JVP cost" in markdown(results)
 
 

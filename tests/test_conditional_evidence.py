@@ -19,7 +19,6 @@ from torch.utils.data import Dataset
 from ctcm import load_checkpoint
 from ctcm.data import EMBEDDED, build_dataset
 from ctcm.engine import load_train_config, train
-from ctcm.sampling import sample_all
 
 TINY_COND = Path(__file__).resolve().parents[1] / "examples" / "cifar10" / "configs" / "tiny_cond.yaml"
 RES = 16
@@ -75,7 +74,7 @@ def class_match(checkpoint: Path, seed: int) -> dict[str, float]:
     real = Labelled()
     targets = torch.stack([layout(real.x[real.y == k]) for k in range(10)])
     y = torch.arange(10).repeat_interleave(PER_CLASS)
-    samples = sample_all(model, len(y), seed=seed + 100, batch_size=100, cond={"y": y}).float()
+    samples = model.sample(len(y), seed=seed + 100, batch_size=100, cond={"y": y}).float()
     stats = torch.stack([layout(samples[y == k]) for k in range(10)])
     a = torch.nn.functional.normalize(stats - stats.mean(0), dim=1)
     b = torch.nn.functional.normalize(targets - targets.mean(0), dim=1)
