@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ctcm
+from ctcm.recipes import WFNO_CIFAR
 from ctcm.config import (ConfigError, ModelConfig, Recipe, apply_overrides, from_dict, load_yaml, merge, save_yaml,
                          to_dict)
 
@@ -75,7 +76,7 @@ def test_overrides():
     cfg = from_dict(Recipe, out)
     assert cfg.model.backbone.kwargs["width"] == 32 and cfg.objective[0].weight == 0.5
     assert cfg.model.schedule.name == "trigflow"
-    assert data["model"]["backbone"]["width"] == 128  # the input is not mutated
+    assert data["model"]["backbone"]["width"] == WFNO_CIFAR["width"]  # the input is not mutated
     with pytest.raises(ConfigError, match="out of range"):
         apply_overrides(data, ["objective.5.weight=1"])
     with pytest.raises(ConfigError, match="key.sub=value"):

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 import ctcm
+from ctcm.recipes import WFNO_CIFAR
 from ctcm.config import ConfigError
 from ctcm.engine import NonFiniteError, Trainer, load_train_config, train
 from ctcm.engine.config import dump_yaml
@@ -81,7 +82,7 @@ def test_packaged_configs_load_and_round_trip(tmp_path):
     cfg = load_train_config(DEFAULT)
     m = cfg.model
     assert m.backbone.name == "wfno" and m.backbone.kwargs["spectral_weight_drop"] > 0
-    assert m.backbone.kwargs["width"] == 128  # merged from the recipe
+    assert m.backbone.kwargs["width"] == WFNO_CIFAR["width"]  # merged from the recipe
     assert [(t.name, t.weight) for t in cfg.objective] == [("consistency", 1.0)]
     assert cfg.objective[0].kwargs["gap"] == {"name": "ect", "stage_steps": 50_000}  # the study's winner
     assert cfg.optim.lr == 3e-4 and cfg.optim.weight_decay > 0 and cfg.optim.warmup_steps > 0
