@@ -457,15 +457,22 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
     if a.report:
         from .runner import write_report
 
         print(write_report(a.report, plot_png=not a.no_plot))
         return
+    steps = a.fid_steps.split(",")
+    if not all(k in ("1", "2") for k in steps):
+        p.error(f"--fid-steps takes 1, 2 or 1,2 (the sampler's step counts), got {a.fid_steps!r}")
     s = settings_from_args(a)
-    for r in s.recipes + ([s.compute_of] if s.compute_of else []):
-        resolve_recipe(r, s.size)  # unknown names fail before anything runs
+    try:  # unknown names fail before anything runs, in one line
+        for r in s.recipes + ([s.compute_of] if s.compute_of else []):
+            resolve_recipe(r, s.size)
+    except ValueError as exc:
+        p.error(str(exc))
     results = run_quality(s, dry_run=a.dry_run, plot_png=not a.no_plot)
     if a.dry_run:
         return

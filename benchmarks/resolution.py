@@ -83,6 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     if missing or a.scale < 2 or a.n < 2:
         p.error(f"checkpoint not found: {', '.join(missing)}" if missing else "--scale >= 2 and --n >= 2")
     torch.set_num_threads(1)
+    from ctcm import load_checkpoint
+    from ctcm.errors import UserError
+
+    for c in paths:  # a corrupted or foreign file: one line before the Inception network is loaded
+        try:
+            load_checkpoint(c)
+        except UserError as exc:
+            p.error(str(exc).splitlines()[0])
+
     source = a.data or (str(OFFLINE_ZIP) if OFFLINE_ZIP.is_file() else default_data())
     from ctcm.metrics import InceptionFeatures
 

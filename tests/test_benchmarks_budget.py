@@ -75,3 +75,21 @@ def test_resolution_samples_above_the_training_size(tmp_path):
         assert all(np.isfinite(row[f"{m}_{k}step_{t}"]) for m in ("fd8", "fid") for t in ("native", "x2"))
         assert (tmp_path / f"m-16px-{k}step.png").stat().st_size > 0
     assert "| 1 |" in resolution.markdown([row], 6)
+
+
+def test_bad_input_to_the_new_flags_is_one_line(tmp_path, capsys):
+    """An unknown --compute-of recipe, a bad --fid-steps and a corrupted checkpoint for the resolution
+    benchmark each end in one argparse line (exit 2) before anything runs."""
+    from benchmarks import quality, resolution
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for main, argv, says in [
+        (quality.main, ["--recipes", "ect", "--compute-of", "ecct", "--dry-run"], "unknown recipe 'ecct'"),
+        (quality.main, ["--recipes", "ect", "--fid-steps", "3", "--dry-run"], "--fid-steps takes 1, 2 or 1,2"),
+        (resolution.main, [str(bad)], "is not a checkpoint"),
+        (resolution.main, [str(tmp_path / "missing.pt")], "checkpoint not found"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and says in capsys.readouterr().err
