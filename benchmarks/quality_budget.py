@@ -15,6 +15,7 @@ With ``--compute-of R`` recipe R trains on ``--images`` and every other recipe r
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 from pathlib import Path
@@ -39,8 +40,6 @@ def step_costs(size: str, recipes: list[str], out: str | Path, *, device: str = 
 
     load = os.getloadavg()[0]
     rows = quality_cost(size, recipes, repeats=repeats, device=device)
-    import datetime as _dt
-
     table = {"clock": rows[0]["clock"], "load": round(load, 2), "repeats": repeats,
              "measured": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
              "step_s": {r["recipe"]: r["step_s"] for r in rows}}

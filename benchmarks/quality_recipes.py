@@ -25,6 +25,10 @@ FNO of 118,075; on the full model the recipes ``unet-cifar`` and ``fno-cifar`` a
 
 from __future__ import annotations
 
+import json
+
+from ctcm_backbones.wfno import WFNO2d
+
 DEFAULT_CONFIGS = {"cpu": "examples/cifar10/configs/tiny.yaml", "gpu": "examples/cifar10/configs/default_cifar.yaml"}
 
 # the backbone swap at matched parameters, per size (a string or a list of overrides; a backbone with another
@@ -105,9 +109,7 @@ RECIPES: dict[str, dict] = {
 # changed at a time from the 0.2 design (the hypotheses are written there, before the runs), then the
 # combination. Each recipe pins the 0.2 design first (DESIGN_02), so it means the same run whatever the
 # `wfno` defaults are; `ect` itself follows the defaults (the 0.3 design = `w-fnolike`).
-DESIGN_02 = ["model.backbone.positional_grid=false", "model.backbone.time_channels=0", "model.backbone.film=true",
-             "model.backbone.lift_hidden=0", "model.backbone.local_kernel=3", "model.backbone.channel_mlp=0.0",
-             "model.backbone.block_scales=null", "model.backbone.lift_film=false"]
+DESIGN_02 = [f"model.backbone.{k}={json.dumps(v)}" for k, v in WFNO2d.legacy_defaults.items()]
 WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
     "ect-w02": ("the 0.2 design (the study's baseline)", []),
     "w-grid": ("coordinate grid input channels", ["model.backbone.positional_grid=true"]),
