@@ -12,6 +12,8 @@ parameters mean the same noise levels on the geometric and the TrigFlow path.
 
 from __future__ import annotations
 
+import math
+
 import abc
 from dataclasses import dataclass
 from typing import Any
@@ -220,6 +222,9 @@ class ECTGap(Gap):
         return _from_edm_sigma(s * ratio, schedule, t)
 
 
+ICT_SIGMA_MAX = 80.0  # iCT's (and EDM's) largest noise level
+
+
 @register_gap("ict")
 @dataclass
 class ICTGap(Gap):
@@ -227,7 +232,8 @@ class ICTGap(Gap):
     min(s0 2^(step // doubling_steps), s1) + 1 Karras sigmas s_i = (s_min^(1/rho) + i/(N-1) (s_max^(1/rho) -
     s_min^(1/rho)))^rho span the schedule's range, and t' is the time of the grid sigma just below s(t)
     (the neighbouring discretisation step). iCT draws the pair (s_i, s_i+1) from the grid; here t keeps
-    its own distribution and only the gap follows the grid (docs/deviations.md, D9).
+    its own distribution and only the gap follows the grid (docs/deviations.md, D9). A schedule whose t_max is
+    pure noise (``linear``: s(t_max) = inf) gets iCT's own s_max = 80 as the top of the grid.
     """
 
     s0: int = 10
@@ -244,11 +250,12 @@ class ICTGap(Gap):
 
     def target_time(self, t, schedule, step, u) -> Tensor:
         ends = schedule.edm_sigma(torch.tensor([schedule.t_min, schedule.t_max], dtype=torch.float64))
-        lo, hi = float(ends[0]) ** (1 / self.rho), float(ends[1]) ** (1 / self.rho)
+        top = float(ends[1]) if math.isfinite(float(ends[1])) else ICT_SIGMA_MAX
+        lo, hi = float(ends[0]) ** (1 / self.rho), top ** (1 / self.rho)
         n = self.num_steps(step)
         s = schedule.edm_sigma(t).double()
         # index of the grid point just below s: i = ceil((s^(1/rho) - lo) / (hi - lo) (N - 1)) - 1
-        pos = (s.clamp_min(float(ends[0])) ** (1 / self.rho) - lo) / (hi - lo) * (n - 1)
+        pos = (s.clamp(float(ends[0]), top) ** (1 / self.rho) - lo) / (hi - lo) * (n - 1)
         i = (torch.ceil(pos - 1e-9) - 1).clamp(min=0)
         s_prev = (lo + i / (n - 1) * (hi - lo)) ** self.rho
         s_prev = torch.where(i <= 0, torch.zeros_like(s_prev), s_prev)  # the first grid point is t_min

@@ -104,3 +104,12 @@ def test_unknown_gap_names_the_registered_ones():
     with pytest.raises(ctcm.RegistryError, match="Registered gaps: ect, ict, uniform"):
         make_gap({"name": "ecct"})
     assert math.isclose(make_gap(None).delta_max, 0.02)
+
+
+def test_ict_gap_at_pure_noise_of_the_linear_schedule():
+    """On ``linear`` s(t_max) = 1 / 0 = inf: the iCT grid tops out at iCT's s_max = 80, so t = t_max maps to a
+    finite t' inside [t_min, t_max) (it was NaN; found by the property test above)."""
+    s = schedule("linear")
+    t = torch.tensor([s.t_max], dtype=torch.float64)
+    t_prev = ICTGap(doubling_steps=1000).target_time(t, s, 0, torch.tensor([0.0], dtype=torch.float64))
+    assert torch.isfinite(t_prev).all() and s.t_min <= float(t_prev) < float(t)
