@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .tangent_ops import detached_pair_bmm
+
 
 class DFTBases(NamedTuple):
     """The four real matrices of Eq. 27-28 for one (H, W, kept modes). Shapes: ``fw`` (W, 2 n_half),
@@ -101,9 +103,32 @@ def contract_modes_real(x: Tensor, weight: Tensor) -> Tensor:
     Re y = Re x Re w - Im x Im w, Im y = Re x Im w + Im x Re w.
     Shapes: x (B, C_in, m2', 2, m1), weight (m1, m2', C_in, C_out, 2) -> (B, C_out, m2', 2, m1).
     """
+    return _real_combine(torch.bmm(_real_rows(x), _real_matrix(weight)), x.shape)
+
+
+def contract_modes_real_pair(x: Tensor, dx: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`contract_modes_real` of x with its graph and of dx without one, as one product
+    (:func:`~.tangent_ops.detached_pair_bmm`: the weight read once)."""
+    y, dy = detached_pair_bmm(_real_rows(x), _real_rows(dx), _real_matrix(weight))
+    return _real_combine(y, x.shape), _real_combine(dy, dx.shape)
+
+
+def _real_rows(x: Tensor) -> Tensor:
+    """(B, C_in, m2', 2, m1) -> (k, [Re; Im] x B, C_in), k = (k1, k2)."""
     b, ci, m2, _, m1 = x.shape
-    co, k = weight.shape[-2], m1 * m2
-    xk = x.permute(4, 2, 3, 0, 1).reshape(k, 2 * b, ci)  # (k, [Re; Im] x B, C_in), k = (k1, k2)
-    p = torch.bmm(xk, weight.reshape(k, ci, 2 * co)).view(k, 2, b, co, 2)
+    return x.permute(4, 2, 3, 0, 1).reshape(m1 * m2, 2 * b, ci)
+
+
+def _real_matrix(weight: Tensor) -> Tensor:
+    """The stored (m1, m2', C_in, C_out, 2) weight as (k, C_in, 2 C_out), a view."""
+    m1, m2, ci, co, _ = weight.shape
+    return weight.reshape(m1 * m2, ci, 2 * co)
+
+
+def _real_combine(p: Tensor, shape: torch.Size) -> Tensor:
+    """The four real products (k, 2B, 2 C_out) -> the complex result (B, C_out, m2', 2, m1) of an x of ``shape``."""
+    b, _, m2, _, m1 = shape
+    k, co = p.shape[0], p.shape[-1] // 2
+    p = p.view(k, 2, b, co, 2)
     y = torch.stack([p[:, 0, ..., 0] - p[:, 1, ..., 1], p[:, 0, ..., 1] + p[:, 1, ..., 0]], dim=1)  # (k, 2, B, C_out)
     return y.view(m1, m2, 2, b, co).permute(3, 4, 1, 2, 0)

@@ -19,7 +19,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .dft import DFTBases, contract_modes_real, dft_bases, truncated_irfft2, truncated_rfft2
+from .dft import (DFTBases, contract_modes_real, contract_modes_real_pair, dft_bases, truncated_irfft2,
+                  truncated_rfft2)
+from .tangent_ops import detached_pair_bmm
 from .optional import import_neuralop
 from ctcm.errors import UserTypeError, UserValueError
 
@@ -106,6 +108,17 @@ class SpectralConv2d(nn.Module):
         return self._bases[key]
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._transform(x, None)[0]
+
+    def forward_with_detached_tangent(self, x: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+        """(K x with its graph, K dx without one): K is linear, so K dx is its tangent along dx. The mode
+        products of both run as one (the weight read once: the bound at a consistency step's small batches),
+        the gradient from x's rows only. Shapes: x, dx (B, C_in, H, W) -> (B, C_out, H, W) each."""
+        y, dy = self._transform(x, dx)
+        assert dy is not None
+        return y, dy
+
+    def _transform(self, x: Tensor, dx: Tensor | None) -> tuple[Tensor, Tensor | None]:
         h, w = x.shape[-2:]
         if h < self.n_pos + self.n_neg or w // 2 + 1 < self.n_half:
             raise UserValueError(
@@ -113,32 +126,54 @@ class SpectralConv2d(nn.Module):
                 f"{2 * (self.n_half - 1)}); use fewer modes or a larger input"
             )
         if self.transform == "dft" or (self.transform == "auto" and use_dft(x)):
-            return self._forward_dft(x)
-        return self._forward_fft(x)
+            return self._forward_dft(x, dx)
+        return self._forward_fft(x, dx)
 
-    def _forward_dft(self, x: Tensor) -> Tensor:
+    def _forward_dft(self, x: Tensor, dx: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Eq. 27-29 as real matrix products; under autocast they run in its dtype (bf16 on tensor cores)."""
         compute = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         bases = self.bases(*x.shape[-2:], compute, x.device)
         spectrum = truncated_rfft2(x, bases)  # (B, C_in, n_half, 2, m1)
-        y = contract_modes_real(spectrum, self.masked_weight().to(spectrum.dtype))
-        return truncated_irfft2(y, bases)
+        weight = self.masked_weight().to(spectrum.dtype)
+        if dx is None:
+            return truncated_irfft2(contract_modes_real(spectrum, weight), bases), None
+        with torch.no_grad():
+            d_spectrum = truncated_rfft2(dx, bases)
+        y, dy = contract_modes_real_pair(spectrum, d_spectrum, weight)
+        with torch.no_grad():
+            d_out = truncated_irfft2(dy, bases)
+        return truncated_irfft2(y, bases), d_out
 
-    def _forward_fft(self, x: Tensor) -> Tensor:
+    def _forward_fft(self, x: Tensor, dx: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """rfft2 -> kept modes x weight -> irfft2 (Eq. 17), in complex arithmetic."""
-        h, w = x.shape[-2:]
         # FFTs have no bf16 kernels and fp16 ones only for powers of two: compute in float32 then
         # (under autocast or a half-precision model), and hand back the input's dtype.
         compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.autocast(x.device.type, enabled=False):
-            xf = torch.fft.rfft2(x.to(compute), norm="forward")
-            m1 = self.n_pos + self.n_neg
-            rows = torch.cat([xf[..., : self.n_pos, : self.n_half], xf[..., h - self.n_neg :, : self.n_half]], dim=-2)
-            y = contract_modes(rows, self.complex_weight(compute))  # (B, C_out, m1, n_half)
-            # rows back to their frequencies [0..n_pos-1, zeros, -n_neg..-1]; irfft2 zero-pads the W half-spectrum
-            gap = y.new_zeros(y.shape[0], self.out_channels, h - m1, self.n_half)
-            out = torch.cat([y[..., : self.n_pos, :], gap, y[..., self.n_pos :, :]], dim=-2)
-            return torch.fft.irfft2(out, s=(h, w), norm="forward").to(x.dtype)
+            weight = self.complex_weight(compute)
+            rows = self._kept_modes(x.to(compute))
+            if dx is None:
+                return self._from_kept_modes(contract_modes(rows, weight), x), None
+            with torch.no_grad():
+                d_rows = self._kept_modes(dx.to(compute))
+            y, dy = contract_modes_pair(rows, d_rows, weight)
+            with torch.no_grad():
+                d_out = self._from_kept_modes(dy, dx)
+            return self._from_kept_modes(y, x), d_out
+
+    def _kept_modes(self, x: Tensor) -> Tensor:
+        """The kept modes of rfft2(x) (B, C, m1, n_half), rows [0..n_pos-1, -n_neg..-1]."""
+        xf = torch.fft.rfft2(x, norm="forward")
+        return torch.cat([xf[..., : self.n_pos, : self.n_half], xf[..., x.shape[-2] - self.n_neg:, : self.n_half]],
+                         dim=-2)
+
+    def _from_kept_modes(self, y: Tensor, like: Tensor) -> Tensor:
+        """irfft2 of the kept modes y (B, C_out, m1, n_half) at ``like``'s size and dtype: the rows back to their
+        frequencies [0..n_pos-1, zeros, -n_neg..-1]; irfft2 zero-pads the W half-spectrum."""
+        h, w = like.shape[-2:]
+        gap = y.new_zeros(y.shape[0], self.out_channels, h - self.n_pos - self.n_neg, self.n_half)
+        out = torch.cat([y[..., : self.n_pos, :], gap, y[..., self.n_pos:, :]], dim=-2)
+        return torch.fft.irfft2(out, s=(h, w), norm="forward").to(like.dtype)
 
 
 DFT_MAX_PIXELS = 128 * 128  # the largest CPU input measured (docs/architecture.md): DFT faster up to here
@@ -166,11 +201,30 @@ def contract_modes(x: Tensor, weight: Tensor) -> Tensor:
     per call (or einsum's generic permutations) cost more than the product itself.
     Shapes: x (B, C_in, m1, m2'), weight (m1, m2', C_in, C_out) complex -> (B, C_out, m1, m2').
     """
+    return _mode_combine(torch.bmm(_mode_rows(x), _mode_matrix(weight)), x.shape)
+
+
+def contract_modes_pair(x: Tensor, dx: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`contract_modes` of x with its graph and of dx without one, as one product (the weight read once)."""
+    y, dy = detached_pair_bmm(_mode_rows(x), _mode_rows(dx), _mode_matrix(weight))
+    return _mode_combine(y, x.shape), _mode_combine(dy, dx.shape)
+
+
+def _mode_rows(x: Tensor) -> Tensor:
+    """(B, C_in, m1, m2') -> (k, B, C_in)."""
     b, ci, m1, m2 = x.shape
-    co, k = weight.shape[-1], m1 * m2
-    xk = x.reshape(b * ci, k).t().reshape(k, b, ci)
-    y = torch.bmm(xk, weight.reshape(k, ci, co))  # (k, B, C_out)
-    return y.reshape(k, b * co).t().reshape(b, co, m1, m2)
+    return x.reshape(b * ci, m1 * m2).t().reshape(m1 * m2, b, ci)
+
+
+def _mode_matrix(weight: Tensor) -> Tensor:
+    m1, m2, ci, co = weight.shape
+    return weight.reshape(m1 * m2, ci, co)
+
+
+def _mode_combine(y: Tensor, shape: torch.Size) -> Tensor:
+    """(k, B, C_out) -> (B, C_out, m1, m2') for an x of ``shape``."""
+    b, _, m1, m2 = shape
+    return y.reshape(m1 * m2, b * y.shape[-1]).t().reshape(b, y.shape[-1], m1, m2)
 
 
 def weight_from_neuralop(weight: Tensor) -> Tensor:
@@ -215,6 +269,12 @@ class NeuralopSpectralConv2d(nn.Module):
                 f"Use spectral_impl='ctcm' for other dtypes."
             )
         return self.conv(x)
+
+    def forward_with_detached_tangent(self, x: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+        """(K x with its graph, K dx without one) as two calls (neuraloperator's layer has no shared product)."""
+        with torch.no_grad():
+            dy = self(dx)
+        return self(x), dy
 
 
 SPECTRAL_IMPLEMENTATIONS = {"ctcm": SpectralConv2d, "neuralop": NeuralopSpectralConv2d}

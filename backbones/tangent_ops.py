@@ -188,3 +188,72 @@ def _as_packed(z: Tensor | Pair) -> Tensor:
 def sequential_pair(seq: nn.Sequential, z: Tensor, dz: Tensor) -> Pair:
     """:func:`sequential_packed` for an unpacked pair: (z, dz) -> (seq(z), its tangent along dz)."""
     return unpack(sequential_packed(seq, pack(z, dz)))
+
+
+def _needs_input(layer: nn.Module) -> bool:
+    """Whether a layer's tangent depends on its input (GroupNorm, GELU, SiLU) rather than on its weights alone."""
+    return isinstance(layer, (nn.GroupNorm, nn.GELU, nn.SiLU))
+
+
+def sequential_saving(seq: nn.Sequential, z: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+    """seq(z), computed by its own layers (the same numbers and graph as ``seq(z)``), and the inputs of the
+    layers whose tangent needs them (:func:`sequential_tangent`); the graph keeps them anyway."""
+    inputs: list[Tensor | None] = []
+    for layer in seq:
+        inputs.append(z if _needs_input(layer) else None)
+        z = layer(z)
+    return z, inputs
+
+
+def sequential_tangent(seq: nn.Sequential, inputs: list[Tensor | None], dz: Tensor) -> Tensor:
+    """The tangent of ``seq`` along dz at the point :func:`sequential_saving` saved, on the B tangent rows only:
+    a linear layer maps dz without its bias, GELU/SiLU multiply by f'(u) (u saved), GroupNorm takes one
+    statistics pass over its saved input (:func:`modulated_norm_tangent`, the affine weight as the scale).
+    Without a graph it costs one pass of the linear layers instead of :func:`sequential_packed`'s two."""
+    for layer, u in zip(seq, inputs):
+        if isinstance(layer, nn.GroupNorm):
+            assert u is not None
+            y, rstd = group_norm_stats(u, layer.num_groups, layer.eps)
+            scale = layer.weight.view((1, -1) + (1,) * (u.ndim - 2)) if layer.affine else 1.0
+            dz = modulated_norm_tangent(y, rstd, dz, layer.num_groups, scale, 0.0, 0.0).to(u.dtype)
+        elif isinstance(layer, (nn.GELU, nn.SiLU)) and u is not None:
+            if isinstance(layer, nn.GELU) and layer.approximate != "none":
+                raise TypeError("no forward-mode rule for the tanh-approximate GELU; use torch.func.jvp instead")
+            dz = pointwise_tangent("gelu" if isinstance(layer, nn.GELU) else "silu", u, dz)
+        elif isinstance(layer, nn.Conv2d):
+            dz = layer._conv_forward(dz, layer.weight, None)
+        elif isinstance(layer, nn.Linear):
+            dz = F.linear(dz, layer.weight)
+        else:
+            raise TypeError(f"no forward-mode rule for {type(layer).__name__}; use torch.func.jvp instead")
+    return dz
+
+
+class _DetachedPairBmm(torch.autograd.Function):
+    """[x; dx] @ w as one ``bmm``, split into (x @ w, dx @ w); the gradient flows from x @ w alone."""
+
+    @staticmethod
+    def forward(x: Tensor, dx: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        y = torch.bmm(torch.cat([x, dx], dim=1), w)
+        return y[:, : x.shape[1]], y[:, x.shape[1]:]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor], output: tuple[Tensor, Tensor]) -> None:
+        x, _, w = inputs
+        ctx.save_for_backward(x, w)
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor, _: Tensor) -> tuple[Tensor | None, None, Tensor | None]:
+        x, w = ctx.saved_tensors  # bmm's own rules: grad x = gy w^H, grad w = x^H gy (complex: conjugates)
+        gx = torch.bmm(gy, w.mH) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(x.mH, gy) if ctx.needs_input_grad[2] else None
+        return gx, None, gw
+
+
+def detached_pair_bmm(x: Tensor, dx: Tensor, w: Tensor) -> Pair:
+    """(x @ w with its graph, dx @ w without one) from one batched product: where a product is bound by reading
+    its weight (the spectral mode mixing at small batches), a value and its stop-gradient tangent share the
+    read; the backward is ``bmm``'s for x @ w alone (no work for the tangent rows).
+    Shapes: x (k, n, i), dx (k, n', i), w (k, i, o) -> (k, n, o), (k, n', o)."""
+    return _DetachedPairBmm.apply(x, dx.detach(), w)

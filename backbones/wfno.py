@@ -11,7 +11,7 @@ from ctcm.interfaces import Backbone
 
 from .layers import coordinate_grid, group_norm
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
-from .tangent_ops import linear_packed, pack, sequential_packed, unpack
+from .tangent_ops import linear_packed, pack, sequential_packed, sequential_saving, sequential_tangent, unpack
 from .time_embedding import TimeEmbedding
 from .wfno_block import WeightedFourierBlock
 
@@ -173,25 +173,23 @@ class WFNO2d(Backbone):
     def forward_and_detached_tangent(self, x: Tensor, dx: Tensor, c_noise: Tensor, dc_noise: Tensor,
                                      y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """F(x, c) with its graph, and its tangent along (dx, dc) without one, the tangent reusing the
-        forward's activations (each block's y, 1/s, GELU input): about one forward of extra work instead
-        of :meth:`forward_and_tangent`'s two. The small time embedding and projection head recompute their
-        value inside the no-grad packed rules."""
+        forward's activations (each block's y, 1/s, GELU input; the lifting, channel and projection MLPs'
+        layer inputs): the linear maps run on the B tangent rows alone, about one forward of extra work
+        instead of :meth:`forward_and_tangent`'s two. The small time embedding recomputes its value."""
         emb = self.embed(c_noise, y)
         z = self.lift_input(x, emb)
-        h = self.lift(z)
+        lift_mlp = isinstance(self.lift, nn.Sequential)
+        h, lift_inputs = sequential_saving(self.lift, z) if lift_mlp else (self.lift(z), [])
         with torch.no_grad():
             demb = self.embed.forward_and_tangent(c_noise, dc_noise)[1]
             dz = self.lift_input_tangent(dx, demb)
-            if isinstance(self.lift, nn.Conv2d):
-                dh = self.lift._conv_forward(dz, self.lift.weight, None)
-            else:
-                dh = unpack(sequential_packed(self.lift, pack(z, dz)))[1]
+            dh = (sequential_tangent(self.lift, lift_inputs, dz) if lift_mlp
+                  else self.lift._conv_forward(dz, self.lift.weight, None))
             dh = self.modulate_lift_tangent(h, dh, emb, demb)
         h = self.modulate_lift(h, emb)
         for block in self.blocks:
-            h, saved = block.forward_saving(h, emb)
-            with torch.no_grad():
-                dh = block.tangent(saved, dh, demb)
+            h, dh = block.forward_and_detached_tangent(h, dh, emb, demb)
+        out, project_inputs = sequential_saving(self.project, h)
         with torch.no_grad():
-            d_out = unpack(sequential_packed(self.project, pack(h, dh)))[1]
-        return self.project(h), d_out
+            d_out = sequential_tangent(self.project, project_inputs, dh)
+        return out, d_out

@@ -1,8 +1,7 @@
-"""The weighted Fourier block of the WFNO (Eq. 18, 30) and the activations its tangent reuses."""
+"""The weighted Fourier block of the WFNO (Eq. 18, 30): its forward, its packed forward mode and its one-pass
+stop-gradient tangent."""
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,8 @@ from .dropout import SharedDropout
 from .layers import group_norm
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
 from .tangent_ops import (add_to_values_, group_norm_stats, modulated_norm_pair, modulated_norm_tangent,
-                          pointwise_packed, pointwise_tangent, sequential_packed, sequential_pair, unpack)
+                          pointwise_packed, pointwise_tangent, sequential_packed, sequential_saving,
+                          sequential_tangent, unpack)
 
 
 def to_compute_dtype(z: Tensor, stream: Tensor) -> Tensor:
@@ -98,22 +98,20 @@ class WeightedFourierBlock(nn.Module):
             return 0.0, 0.0
         return self.modulation(F.linear(demb, self.film.weight))
 
-    def local(self, z: Tensor, bias: bool = True) -> Tensor:
-        """a_s K(z) + (a_1 W_1 + a_3 W_3) * z + (a_1 b_1 + a_3 b_3) (Eq. 30); ``bias=False`` leaves out the
-        last term (for a packed pair: the bias belongs to the value rows). Shapes: (N, W, H, W') -> same."""
+    def local(self, z: Tensor, spectral: Tensor, bias: bool = True) -> Tensor:
+        """a_s K(z) + (a_1 W_1 + a_3 W_3) * z + (a_1 b_1 + a_3 b_3) (Eq. 30), given ``spectral`` = K(z);
+        ``bias=False`` leaves out the last term (for a tangent, or a packed pair: the bias belongs to the value
+        rows). Shapes: (N, W, H, W') -> same."""
         w = self.conv1.weight * self.mix[1, :, :, :, None]
         if self.conv3 is not None:
             w = self.conv3.weight * self.mix[2, :, :, :, None] + F.pad(w, (1, 1, 1, 1))
         b = self.local_bias() if bias else None
-        return torch.addcmul(F.conv2d(z, w, b, padding=w.shape[-1] // 2), self.mix[0], self.spectral(z))
+        return torch.addcmul(F.conv2d(z, w, b, padding=w.shape[-1] // 2), self.mix[0], spectral)
 
     def local_bias(self) -> Tensor:
         """a_1 b_1 + a_3 b_3, (W,): the bias of the folded convolution (value only, not the tangent)."""
         b = self.mix[1, :, 0, 0] * self.conv1.bias
         return b if self.conv3 is None else b + self.mix[2, :, 0, 0] * self.conv3.bias
-
-    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        return self.forward_saving(h, emb)[0]
 
     def down(self, h: Tensor) -> Tensor:
         return F.avg_pool2d(h, self.scale)
@@ -121,22 +119,22 @@ class WeightedFourierBlock(nn.Module):
     def up(self, z: Tensor, like: Tensor) -> Tensor:
         return F.interpolate(z, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
-    def forward_saving(self, h: Tensor, emb: Tensor) -> tuple[Tensor, BlockActivations]:
-        """The block, and the activations its tangent needs (:meth:`tangent`): nothing computed twice."""
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
         if self.scale == 1:
-            return self._forward_saving(h, emb)
+            return self._forward(h, emb)
         coarse = self.down(h)
-        out, saved = self._forward_saving(coarse, emb)
-        return h + self.up(out - coarse, h), saved
+        return h + self.up(self._forward(coarse, emb) - coarse, h)
 
-    def tangent(self, saved: BlockActivations, dh: Tensor, demb: Tensor) -> Tensor:
-        """The block's tangent along (dh, demb) at the point :meth:`forward_saving` saved (Eq. 20, 30): the
-        linear maps run on dz alone (B rows). Call it without a graph (a stop-gradient tangent). Shapes:
-        dh (B, W, H, W'), demb (B, E) -> (B, W, H, W')."""
+    def forward_and_detached_tangent(self, h: Tensor, dh: Tensor, emb: Tensor, demb: Tensor) -> tuple[Tensor, Tensor]:
+        """The block with its graph, and its tangent along (dh, demb) without one (a stop-gradient tangent,
+        Eq. 20, 30), in lockstep: the tangent reuses the forward's GroupNorm statistics, GELU input and channel
+        MLP inputs, its linear maps run on the B tangent rows, and the spectral mode product of both is one
+        (the weight read once). Shapes: h, dh (B, W, H, W'), emb, demb (B, E) -> (B, W, H, W') each."""
         if self.scale == 1:
-            return self._tangent(saved, dh, demb)
-        coarse = self.down(dh)
-        return dh + self.up(self._tangent(saved, coarse, demb) - coarse, dh)
+            return self._forward_and_detached_tangent(h, dh, emb, demb)
+        coarse, d_coarse = self.down(h), self.down(dh)
+        out, d_out = self._forward_and_detached_tangent(coarse, d_coarse, emb, demb)
+        return h + self.up(out - coarse, h), dh + self.up(d_out - d_coarse, dh)
 
     def forward_packed(self, hh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
         """The block and its directional derivative along (dh, demb) by the rules of Eq. 20, on a packed
@@ -147,37 +145,39 @@ class WeightedFourierBlock(nn.Module):
         coarse = self.down(hh)
         return hh + self.up(self._forward_packed(coarse, emb, demb) - coarse, hh)
 
-    def _forward_saving(self, h: Tensor, emb: Tensor) -> tuple[Tensor, BlockActivations]:
+    def _forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.full_modulation(emb)
+        y, _ = group_norm_stats(h, self.norm.num_groups, self.norm.eps)
+        z = to_compute_dtype(self.dropout(F.gelu(torch.addcmul(shift, y, scale))), h)
+        h = h + self.local(z, self.spectral(z))
+        return h if self.mlp is None else h + self.mlp(h)
+
+    def _forward_and_detached_tangent(self, h: Tensor, dh: Tensor, emb: Tensor,
+                                      demb: Tensor) -> tuple[Tensor, Tensor]:
         scale, shift = self.full_modulation(emb)
         y, rstd = group_norm_stats(h, self.norm.num_groups, self.norm.eps)
         u = torch.addcmul(shift, y, scale)
-        z = self.dropout(F.gelu(u))
-        h = h + self.local(to_compute_dtype(z, h))
-        saved = BlockActivations(y, rstd, u, scale, h)
-        return (h if self.mlp is None else h + self.mlp(h)), saved
-
-    def _tangent(self, saved: BlockActivations, dh: Tensor, demb: Tensor) -> Tensor:
-        dscale, dshift = self.tangent_modulation(demb)
-        du = modulated_norm_tangent(saved.y, saved.rstd, dh, self.norm.num_groups, saved.scale, dscale, dshift)
-        dz = self.dropout(pointwise_tangent("gelu", saved.u, du))  # the step's mask, drawn by the forward
-        dh = dh + self.local(to_compute_dtype(dz, dh), bias=False)
-        return dh if self.mlp is None else dh + sequential_pair(self.mlp, saved.mid, dh)[1]
+        z = to_compute_dtype(self.dropout(F.gelu(u)), h)
+        with torch.no_grad():
+            dscale, dshift = self.tangent_modulation(demb)
+            du = modulated_norm_tangent(y, rstd, dh, self.norm.num_groups, scale, dscale, dshift)
+            dz = to_compute_dtype(self.dropout(pointwise_tangent("gelu", u, du)), dh)  # the step's mask
+        k, dk = self.spectral.forward_with_detached_tangent(z, dz)
+        h = h + self.local(z, k)
+        with torch.no_grad():
+            dh = dh + self.local(dz, dk, bias=False)
+        if self.mlp is None:
+            return h, dh
+        m, inputs = sequential_saving(self.mlp, h)
+        with torch.no_grad():
+            dm = sequential_tangent(self.mlp, inputs, dh)
+        return h + m, dh + dm
 
     def _forward_packed(self, hh: Tensor, emb: Tensor, demb: Tensor) -> Tensor:
         scale, shift = self.full_modulation(emb)
         dscale, dshift = self.tangent_modulation(demb)
         u, du = modulated_norm_pair(*unpack(hh), self.norm.num_groups, self.norm.eps, scale, shift, dscale, dshift)
-        zz = self.dropout.packed(pointwise_packed("gelu", u, du))
-        hh = add_to_values_(hh + self.local(to_compute_dtype(zz, hh), bias=False), self.local_bias())
+        zz = to_compute_dtype(self.dropout.packed(pointwise_packed("gelu", u, du)), hh)
+        hh = add_to_values_(hh + self.local(zz, self.spectral(zz), bias=False), self.local_bias())
         return hh if self.mlp is None else hh + sequential_packed(self.mlp, hh)
 
-
-class BlockActivations(NamedTuple):
-    """What a block's tangent needs from its forward: y = GroupNorm(h) (no affine), 1/s (B, W, 1, 1), the
-    GELU input u, the scale of y (B, W, 1, 1) and the stream before the channel MLP."""
-
-    y: Tensor
-    rstd: Tensor
-    u: Tensor
-    scale: Tensor
-    mid: Tensor

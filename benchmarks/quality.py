@@ -270,7 +270,7 @@ def eval_points(s: Settings, plan: dict[str, Any], grid: bool) -> list[dict[str,
 
 
 def evaluate_run(s: Settings, plan: dict[str, Any], grid: bool, log: Callable[[str], None]) -> tuple[list, float]:
-    from .quality_eval import grid_path, load_cached
+    from .quality_eval import load_cached, pending
 
     spec = eval_spec(s)
     points = eval_points(s, plan, grid)
@@ -278,8 +278,7 @@ def evaluate_run(s: Settings, plan: dict[str, Any], grid: bool, log: Callable[[s
     spec_path = Path(plan["dir"]) / "quality_eval_spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     wall = 0.0
-    if any(load_cached(p["path"], spec) is None or (p["fid"] and "fid_1step" not in load_cached(p["path"], spec))
-           or (p["grid"] and not grid_path(p["path"], 1).is_file()) for p in points):
+    if any(pending(p, spec) for p in spec["checkpoints"]):
         who = f"{plan['recipe']} seed{plan['seed']}"
         log(f"{who}: evaluating {len(points)} checkpoints ({sum(p['fid'] for p in points)} with FID@{s.n_fid}) "
             f"-> {Path(plan['dir']) / 'eval.log'}")

@@ -50,6 +50,16 @@ def load_cached(checkpoint: str | Path, spec: dict[str, Any]) -> dict[str, Any] 
     return data if data.get("settings") == signature(spec) else None
 
 
+def pending(entry: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether the checkpoint ``entry`` lacks a number (an FID of one of ``spec``'s step counts) or grid it asks for."""
+    cached = load_cached(entry["path"], spec)
+    if cached is None:
+        return True
+    wants_fid = entry.get("fid") and spec["n_fid"] > 0
+    return bool((wants_fid and any(f"fid_{k}step" not in cached for k in spec.get("fid_steps", STEPS)))
+                or (entry.get("grid") and not grid_path(entry["path"], 1).is_file()))
+
+
 def fd8_reference(source: str, heldout: str | int, n: int) -> torch.Tensor:
     """n held-out images (a fixed random subset): split ``heldout`` of ``source``, or its last ``heldout``
     training images when ``heldout`` is a number (sources without a test split, e.g. ``embedded``)."""
@@ -99,12 +109,15 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
     model = load_checkpoint(path, weights="ema", map_location=device).eval()
     step = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
     out: dict[str, Any] = {"checkpoint": str(path), "step": step}
+    known = load_cached(path, spec) or {}
     bs = spec["batch_size"]
     for k in STEPS:
         n = max(spec["n"], spec["n_fid"] if entry.get("fid") else 0)
         x = model.sample(n, steps=k, seed=SAMPLE_SEED, batch_size=bs).float().cpu()
         out[f"fd8_{k}step"] = data_distance(x[:spec["n"]], ref)["fd8"]
-        if entry.get("fid") and spec["n_fid"] > 0 and k in spec.get("fid_steps", STEPS):
+        if f"fid_{k}step" in known:  # the same samples (settings and seed match): keep, do not recompute
+            out[f"fid_{k}step"] = known[f"fid_{k}step"]
+        elif entry.get("fid") and spec["n_fid"] > 0 and k in spec.get("fid_steps", STEPS):
             out[f"fid_{k}step"] = fid_of(x[:spec["n_fid"]], fid_net, fid_ref, bs)
         if entry.get("grid"):
             save_grid(x[:64], grid_path(path, k))
@@ -116,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
     torch.set_num_threads(int(spec.get("threads", 1)))
-    todo = [e for e in spec["checkpoints"]
-            if (c := load_cached(e["path"], spec)) is None
-            or (e.get("fid") and spec["n_fid"] > 0
-                and any(f"fid_{k}step" not in c for k in spec.get("fid_steps", STEPS)))
-            or (e.get("grid") and not grid_path(e["path"], 1).is_file())]
+    todo = [e for e in spec["checkpoints"] if pending(e, spec)]
     fid_net = fid_ref = None
     if spec["n_fid"] > 0 and (not spec["checkpoints"] or any(e.get("fid") for e in todo)):
         from ctcm.metrics import InceptionFeatures

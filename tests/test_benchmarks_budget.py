@@ -93,3 +93,34 @@ def test_bad_input_to_the_new_flags_is_one_line(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_new_fid_step_count_is_evaluated_and_the_known_ones_kept(tmp_path):
+    """A checkpoint scored with one-step FID only is pending when two-step FID is asked for; the new score is
+    computed and the cached one kept (same samples), after which nothing is pending."""
+    import ctcm
+    from benchmarks import quality_eval as qe
+    from ctcm.metrics.stats import Statistics
+
+    model = ctcm.build("wfno-cifar", backbone={"width": 8, "n_layers": 1, "modes": 2, "emb_dim": 8},
+                       resolution=8)
+    path = tmp_path / "m.pt"
+    ctcm.save_checkpoint(path, model, step=3)
+    spec = {"device": "cpu", "batch_size": 4, "n": 6, "n_fid": 6, "fid_steps": [1], "fd8_source": "embedded",
+            "fd8_heldout": 200, "fid_ref": "embedded"}
+    entry = {"path": str(path), "fid": True, "grid": False}
+    assert qe.pending(entry, spec)
+    qe.result_path(path).write_text(json.dumps({"fid_1step": 123.0, "settings": qe.signature(spec)}))
+    assert not qe.pending(entry, spec)
+    spec["fid_steps"] = [1, 2]
+    assert qe.pending(entry, spec)
+
+    def features(batch):  # a stand-in for Inception on uint8 (B, H, W, 3): four moments, (B, 4)
+        x = torch.as_tensor(batch).float()
+        return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), x[..., 0].mean((1, 2)), x[..., 1].mean((1, 2))], 1)
+
+    row = qe.evaluate_checkpoint(path, entry, spec, torch.rand(6, 3, 8, 8) * 2 - 1, features,
+                                 Statistics(np.zeros(4), np.eye(4), count=6))
+    assert row["fid_1step"] == 123.0 and np.isfinite(row["fid_2step"]) and row["fid_2step"] != 123.0
+    qe.result_path(path).write_text(json.dumps({**row, "settings": qe.signature(spec)}))
+    assert not qe.pending(entry, spec)

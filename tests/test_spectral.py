@@ -112,3 +112,23 @@ def test_half_precision_inputs_compute_the_fft_in_float32():
     assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
     d = model.time_derivative(x.bfloat16(), t.bfloat16(), torch.randn_like(x).bfloat16())  # the tangent too
     assert d.d_raw.dtype == torch.bfloat16 and torch.isfinite(d.df_dt()).all()
+
+
+@pytest.mark.parametrize("transform", ["dft", "fft"])
+@pytest.mark.parametrize("weight_drop", [0.0, 0.3])
+def test_value_with_detached_tangent_shares_the_product_and_its_gradient(transform, weight_drop):
+    """forward_with_detached_tangent: the value is K x with K's gradients (to x and the weight, as the plain
+    forward's), the tangent is K dx without a graph; float64, both transforms, with weight-drop in training."""
+    torch.manual_seed(0)
+    layer = SpectralConv2d(3, 4, (6, 6), weight_drop=weight_drop, transform=transform).double().train()
+    layer.resample_noise_(torch.Generator().manual_seed(1))
+    x = torch.randn(2, 3, 10, 12, dtype=torch.float64, requires_grad=True)
+    dx = torch.randn(5, 3, 10, 12, dtype=torch.float64)  # another row count: the rows are split, not paired
+    y, dy = layer.forward_with_detached_tangent(x, dx)
+    assert not dy.requires_grad
+    torch.testing.assert_close(dy, layer(dx).detach(), rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad((y * g).sum(), (x, layer.weight))
+    ref = torch.autograd.grad((layer(x) * g).sum(), (x, layer.weight))
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

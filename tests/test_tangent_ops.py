@@ -11,7 +11,7 @@ from torch import nn
 import ctcm
 from conftest import TINY_WFNO, tiny_model
 from ctcm_backbones.tangent_ops import (group_norm_pair, linear_packed, pack, pointwise_packed, sequential_pair,
-                                       unpack)
+                                       sequential_saving, sequential_tangent, unpack)
 
 F64 = torch.float64
 
@@ -53,6 +53,22 @@ def test_linear_rule(layer):
 def test_unknown_layer_is_refused():
     with pytest.raises(TypeError, match="no forward-mode rule for ReLU"):
         sequential_pair(nn.Sequential(nn.ReLU()), torch.zeros(1, 1), torch.zeros(1, 1))
+    with pytest.raises(TypeError, match="no forward-mode rule for ReLU"):
+        sequential_tangent(nn.Sequential(nn.ReLU()), [None], torch.zeros(1, 1))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), affine=st.booleans())
+def test_saved_input_tangent_of_a_sequential_equals_jvp(seed, affine):
+    """sequential_saving's value is seq(z) bit for bit, and sequential_tangent (B rows, from the saved layer
+    inputs) equals torch.func.jvp of the whole Sequential, in float64."""
+    torch.manual_seed(seed)
+    seq = nn.Sequential(nn.GroupNorm(2, 4, affine=affine), nn.Conv2d(4, 6, 1), nn.GELU(), nn.Conv2d(6, 6, 3, padding=1),
+                        nn.SiLU(), nn.GroupNorm(3, 6), nn.Conv2d(6, 2, 1)).double()
+    z, dz = torch.randn(3, 4, 5, 5, dtype=F64), torch.randn(3, 4, 5, 5, dtype=F64)
+    out, inputs = sequential_saving(seq, z)
+    assert torch.equal(out, seq(z))
+    _close((out, sequential_tangent(seq, inputs, dz)), torch.func.jvp(seq, (z,), (dz,)))
 
 
 @pytest.mark.parametrize("design", DESIGNS)
