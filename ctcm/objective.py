@@ -149,21 +149,27 @@ class ObjectiveContext:
         return self._path[1]
 
     @cached_property
+    def tangent_direction(self) -> Tensor:
+        """The dx_t/dt that :attr:`time_derivative` is taken along: the path velocity :attr:`dx_dt`, unless a term
+        assigns another before the model runs (MeanFlow's guided velocity, Eq. 41)."""
+        return self.dx_dt
+
+    @cached_property
     def _outputs(self) -> tuple[Tensor, ...]:
-        along = self.dx_dt if self.with_time_derivative else None
+        along = self.tangent_direction if self.with_time_derivative else None
         return self.model(self.x_t, self.t, self.r, return_raw=True, tangent_along=along, check_time=False,
                           **self.cond)
 
     @cached_property
     def time_derivative(self) -> TimeDerivative:
-        """The stop-gradient :class:`ctcm.model.TimeDerivative` of f at (x_t, t) along dx_t/dt (Eq. 11; of the flow
-        map at fixed r, Eq. 36): from the differentiable forward's pass when ``with_time_derivative``, else one
-        no-grad JVP of the model."""
+        """The stop-gradient :class:`ctcm.model.TimeDerivative` of f at (x_t, t) along :attr:`tangent_direction`
+        (Eq. 11; of the flow map at fixed r, Eq. 36): from the differentiable forward's pass when
+        ``with_time_derivative``, else one no-grad JVP of the model."""
         if self.with_time_derivative:
             return cast("TimeDerivative", self._outputs[2])
         with torch.no_grad():
-            return cast("ConsistencyModel", self.net).time_derivative(self.x_t, self.t, self.dx_dt, self.r,
-                                                                      check_time=False, **self.cond)
+            net = cast("ConsistencyModel", self.net)
+            return net.time_derivative(self.x_t, self.t, self.tangent_direction, self.r, check_time=False, **self.cond)
 
     @property
     def f(self) -> Tensor:
