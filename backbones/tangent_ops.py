@@ -48,13 +48,17 @@ def linear_packed(layer: nn.Module, zz: Tensor) -> Tensor:
     """[L z + b; L dz] for a ``Conv2d`` or ``Linear`` L with bias b: one call on the 2B rows, the bias then
     added to the value rows (adding it to all and subtracting it from the tangent would cost the tangent
     digits where |dz| << |b|)."""
-    if isinstance(layer, nn.Conv2d):
-        y = layer._conv_forward(zz, layer.weight, None)
-    elif isinstance(layer, nn.Linear):
-        y = F.linear(zz, layer.weight)
-    else:
-        raise TypeError(f"no forward-mode rule for {type(layer).__name__}; use torch.func.jvp instead")
+    y = linear_without_bias(layer, zz)
     return y if layer.bias is None else add_to_values_(y, layer.bias)
+
+
+def linear_without_bias(layer: nn.Module, z: Tensor) -> Tensor:
+    """L z for a ``Conv2d`` or ``Linear`` L, its bias left out: the layer's tangent."""
+    if isinstance(layer, nn.Conv2d):
+        return layer._conv_forward(z, layer.weight, None)
+    if isinstance(layer, nn.Linear):
+        return F.linear(z, layer.weight)
+    raise TypeError(f"no forward-mode rule for {type(layer).__name__}; use torch.func.jvp instead")
 
 
 def _silu_tangent(du: Tensor, u: Tensor) -> Tensor:
@@ -220,12 +224,8 @@ def sequential_tangent(seq: nn.Sequential, inputs: list[Tensor | None], dz: Tens
             if isinstance(layer, nn.GELU) and layer.approximate != "none":
                 raise TypeError("no forward-mode rule for the tanh-approximate GELU; use torch.func.jvp instead")
             dz = pointwise_tangent("gelu" if isinstance(layer, nn.GELU) else "silu", u, dz)
-        elif isinstance(layer, nn.Conv2d):
-            dz = layer._conv_forward(dz, layer.weight, None)
-        elif isinstance(layer, nn.Linear):
-            dz = F.linear(dz, layer.weight)
         else:
-            raise TypeError(f"no forward-mode rule for {type(layer).__name__}; use torch.func.jvp instead")
+            dz = linear_without_bias(layer, dz)
     return dz
 
 
