@@ -11,7 +11,8 @@ from ctcm.interfaces import Backbone
 
 from .layers import coordinate_grid, group_norm
 from .spectral import SPECTRAL_IMPLEMENTATIONS, SpectralConv2d
-from .tangent_ops import linear_packed, pack, sequential_packed, sequential_saving, sequential_tangent, unpack
+from .tangent_ops import (linear_packed, linear_without_bias, pack, sequential_packed, sequential_saving,
+                          sequential_tangent, unpack)
 from .time_embedding import TimeEmbedding
 from .wfno_block import WeightedFourierBlock
 
@@ -183,8 +184,7 @@ class WFNO2d(Backbone):
         with torch.no_grad():
             demb = self.embed.forward_and_tangent(c_noise, dc_noise)[1]
             dz = self.lift_input_tangent(dx, demb)
-            dh = (sequential_tangent(self.lift, lift_inputs, dz) if lift_mlp
-                  else self.lift._conv_forward(dz, self.lift.weight, None))
+            dh = sequential_tangent(self.lift, lift_inputs, dz) if lift_mlp else linear_without_bias(self.lift, dz)
             dh = self.modulate_lift_tangent(h, dh, emb, demb)
         h = self.modulate_lift(h, emb)
         for block in self.blocks:
