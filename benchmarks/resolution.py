@@ -9,7 +9,8 @@ size changes). The s R samples are area-downsampled (s x s mean pooling) back to
 of the offline zip (:mod:`benchmarks.quality_eval`'s reference and statistics). A resolution-agnostic operator
 that generalises gives the downsampled s R samples about the native FID; aliasing (spectral weights tied to
 the training grid's frequencies) shows as a gap. Writes ``DIR/resolution.{json,md}`` and one grid per
-checkpoint at s R (``DIR/<name>-<sR>px-<k>step.png``).
+checkpoint at s R (``DIR/<name>-<sR>px-<k>step.png``). ``--no-fid``: fd8 only (seconds, not Inception's
+minutes).
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ def evaluate(path: Path, *, scale: int, n: int, fd8_ref: torch.Tensor, fid_net: 
                 x = F.avg_pool2d(x, scale)
             tag = "native" if res == native else f"x{scale}"
             row[f"fd8_{k}step_{tag}"] = data_distance(x, fd8_ref)["fd8"]
-            row[f"fid_{k}step_{tag}"] = fid_of(x, fid_net, fid_ref, batch_size)
+            row[f"fid_{k}step_{tag}"] = fid_of(x, fid_net, fid_ref, batch_size) if fid_net is not None else None
         model.resolution = native
     return row
+
+
+def _fid(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def markdown(rows: list[dict[str, Any]], n: int) -> str:
@@ -65,7 +70,7 @@ def markdown(rows: list[dict[str, Any]], n: int) -> str:
         s = f"x{r['scale']}"
         for k in r["steps"]:
             lines.append(f"| `{r['checkpoint']}` | {k} | {r[f'fd8_{k}step_native']:.2f} | {r[f'fd8_{k}step_{s}']:.2f} "
-                         f"| {r[f'fid_{k}step_native']:.1f} | {r[f'fid_{k}step_{s}']:.1f} |")
+                         f"| {_fid(r[f'fid_{k}step_native'])} | {_fid(r[f'fid_{k}step_{s}'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", default="1,2", help="sampler step counts (default 1,2)")
     p.add_argument("--data", help="FID reference and fd8 held-out source (default: as the quality study)")
     p.add_argument("--out", default="benchmarks/results", help="folder of resolution.{json,md} and the grids")
+    p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True,
+                   help="TF-Inception FID besides fd8 (default on; --no-fid: fd8 only)")
     a = p.parse_args(argv)
     paths = [checkpoint_of(c) for c in a.checkpoints]
     missing = [str(c) for c in paths if not c.is_file()]
@@ -93,10 +100,12 @@ def main(argv: list[str] | None = None) -> None:
             p.error(str(exc).splitlines()[0])
 
     source = a.data or (str(OFFLINE_ZIP) if OFFLINE_ZIP.is_file() else default_data())
-    from ctcm.metrics import InceptionFeatures
+    fid_ref = fid_net = None
+    if a.fid:
+        from ctcm.metrics import InceptionFeatures
 
-    spec = {"fid_ref": source, "n_fid": a.n, "device": "cpu", "batch_size": 250}
-    fid_ref, fid_net = fid_reference(spec), InceptionFeatures(None, "cpu")
+        spec = {"fid_ref": source, "n_fid": a.n, "device": "cpu", "batch_size": 250}
+        fid_ref, fid_net = fid_reference(spec), InceptionFeatures(None, "cpu")
     fd8_ref = fd8_reference(source, "test", a.n)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

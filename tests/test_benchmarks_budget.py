@@ -75,6 +75,10 @@ def test_resolution_samples_above_the_training_size(tmp_path):
         assert all(np.isfinite(row[f"{m}_{k}step_{t}"]) for m in ("fd8", "fid") for t in ("native", "x2"))
         assert (tmp_path / f"m-16px-{k}step.png").stat().st_size > 0
     assert "| 1 |" in resolution.markdown([row], 6)
+    fd8_only = resolution.evaluate(path, scale=2, n=6, fd8_ref=torch.rand(6, 3, 8, 8) * 2 - 1, fid_net=None,
+                                   fid_ref=None, out=tmp_path, batch_size=4, steps=(1,))
+    assert fd8_only["fid_1step_x2"] is None and np.isfinite(fd8_only["fd8_1step_x2"])  # --no-fid: fd8 alone
+    assert "| - | - |" in resolution.markdown([fd8_only], 6)
 
 
 def test_bad_input_to_the_new_flags_is_one_line(tmp_path, capsys):

@@ -14,7 +14,7 @@ import ctcm
 from ctcm.cli import main
 from ctcm.config import ConfigError
 from ctcm.engine import load_train_config, train
-from ctcm.engine.data_order import FlippedDataset, StepBatchSampler, epoch_order
+from ctcm.engine.data_order import OrderedDataset, StepBatchSampler, epoch_order
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_COND = ROOT / "examples" / "cifar10" / "configs" / "tiny_cond.yaml"
@@ -56,19 +56,19 @@ def test_label_dropout_leaves_the_order_and_flips_alone_and_is_a_function_of_see
 
 
 def test_flips_and_label_dropout_keep_image_and_label_together():
-    data = FlippedDataset(LabelledToy(), null_label=10)
+    data = OrderedDataset(LabelledToy(), null_label=10)
     sampler = StepBatchSampler(30, 10, seed=0, label_dropout=0.3)
     seen_null = seen_flip = 0
     for _, batch in zip(range(6), sampler):
         for item in batch:
             x, y = data[item]
-            index, flip, drop = item
+            index, flip, drop, _ = item
             assert round(float(x[0, 0, 0]) * 10) == index % 10  # the image is image `index`
             assert int(y) == (10 if drop else index % 10)
             assert bool(x[0, 1, 3] > x[0, 1, 0]) == flip  # mirrored exactly when the order says so
             seen_null, seen_flip = seen_null + drop, seen_flip + flip
     assert seen_null > 0 and seen_flip > 0
-    assert not isinstance(FlippedDataset(LabelledToy())[(0, False, False)], tuple)  # unconditional: images only
+    assert not isinstance(OrderedDataset(LabelledToy())[(0, False, False)], tuple)  # unconditional: images only
 
 
 def test_conditional_configs_load_and_check_their_keys():
@@ -137,5 +137,5 @@ def test_a_conditional_run_passes_the_labels_to_the_objective(tmp_path, monkeypa
     train(cfg, tmp_path, dataset=LabelledToy(), progress=False)
     sampler = iter(StepBatchSampler(30, 8, seed=0, label_dropout=0.5))
     for y in seen:
-        expected = [10 if drop else index % 10 for index, _, drop in next(sampler)]
+        expected = [10 if drop else index % 10 for index, _, drop, _ in next(sampler)]
         assert y.tolist() == expected

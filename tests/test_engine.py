@@ -326,7 +326,7 @@ def test_a_given_dataset_is_flipped_by_the_data_order_only(tmp_path, monkeypatch
     order = iter(StepBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, flip=flip))
     flips = 0
     for x0 in seen:
-        for x, (index, flipped, _) in zip(x0, next(order)):
+        for x, (index, flipped, *_) in zip(x0, next(order)):
             torch.testing.assert_close(x, dataset[index].flip(-1) if flipped else dataset[index], rtol=0, atol=0)
             flips += flipped
     assert len(seen) == 3 and (flips > 0) == flip

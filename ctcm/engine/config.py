@@ -34,6 +34,10 @@ class DataConfig:
     DataLoader worker processes (0: load in the main process). ``label_dropout``: for a class-conditional
     model (``model.num_classes`` > 0), the probability that a training image's label is replaced by the null
     class (classifier-free guidance's p_uncond, Ho & Salimans 2022; drawn with the data order, so exact on resume).
+    ``resolutions``: multi-resolution training: each step's batch is resized (bicubic, antialiased) to one of
+    these sizes, drawn uniformly with the data order (exact on resume, the same for every rank), e.g.
+    ``[32, 64]`` for a resolution-agnostic model meant to be sampled at 64x64 too; ``null``: the model's
+    resolution only. Evaluations stay at ``model.resolution``.
     """
 
     source: str = "embedded"
@@ -41,8 +45,14 @@ class DataConfig:
     heldout: str | int = "test"
     num_workers: int = 0
     label_dropout: float = 0.0
+    resolutions: list[int] | None = None
 
     def __post_init__(self) -> None:
+        if self.resolutions is not None and (
+                not self.resolutions or len(set(self.resolutions)) != len(self.resolutions)
+                or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 4 for r in self.resolutions)):
+            raise ConfigError(f"data.resolutions must be distinct image sizes >= 4, e.g. [32, 64] (or null: the "
+                              f"model's resolution only), got {self.resolutions!r}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ConfigError(f"data.label_dropout must be in [0, 1) (e.g. 0.1), got {self.label_dropout}")
         if isinstance(self.heldout, bool) or not isinstance(self.heldout, (str, int)) or (

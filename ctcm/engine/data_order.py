@@ -1,4 +1,4 @@
-"""Reproducible data order: which images (and flips) each rank sees at each step.
+"""Reproducible data order: which images (flips, label drops, resolution) each rank sees at each step.
 
 Epoch e visits the images in the order of ``randperm(N, generator seeded by (seed, e))`` and flips
 image j of that order when ``rand(N)[j] < 1/2`` (same generator); with label dropout p (classifier-free
@@ -7,22 +7,37 @@ draw of the same generator, so the order and flips are those of a run without it
 positions [k B, (k + 1) B) of the permutation (the last partial batch is dropped) and rank r of W takes
 the r-th of W equal slices of it. The order is therefore a pure function of (seed, step): resuming at
 step s reproduces it exactly, and W ranks together see the same global batch as one process.
+
+Multi-resolution training (``data.resolutions``, several sizes): the batch of step k of epoch e is resized to
+``resolutions[i_k]``, i_k the k-th of ``randint(len(resolutions), (steps per epoch,))`` drawn by a second
+generator seeded by (seed, e) (so a run with one resolution keeps the order and flips it had before the option),
+the same for every rank. The resize is bicubic with antialiasing (``F.interpolate``), clamped to [-1, 1].
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from ..config import ConfigError
 from ..errors import UserValueError
 
 EPOCH_STRIDE = 1_000_003  # a prime: keeps the per-epoch seeds of different run seeds apart
+RESOLUTION_STREAM = 2**62  # offset of the resolution generator's seeds: a stream apart from the order's
 
 
-Item = tuple[int, bool, bool]  # (image index, flip it, drop its label)
+class Item(NamedTuple):
+    """One image of a step's batch: its index (``image``), whether to mirror it and drop its label, and the
+    size to resize it to (0: as stored)."""
+
+    image: int
+    flip: bool
+    drop: bool
+    size: int = 0
 
 
 def epoch_order(n: int, seed: int, epoch: int, flip: bool, label_dropout: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -34,17 +49,46 @@ def epoch_order(n: int, seed: int, epoch: int, flip: bool, label_dropout: float 
     return perm, flips, drops
 
 
+def epoch_resolutions(steps: int, seed: int, epoch: int, resolutions: Sequence[int]) -> list[int]:
+    """The training resolution of each of the ``steps`` global batches of epoch ``epoch``."""
+    if len(resolutions) < 2:
+        return [resolutions[0] if resolutions else 0] * steps
+    g = torch.Generator().manual_seed(RESOLUTION_STREAM + seed * EPOCH_STRIDE + epoch)
+    return [resolutions[i] for i in torch.randint(len(resolutions), (steps,), generator=g).tolist()]
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Images (..., C, H, W) in [-1, 1] -> (..., C, size, size): bicubic, antialiased, clamped to [-1, 1]."""
+    if size in (0, x.shape[-1]) and x.shape[-2] == x.shape[-1]:
+        return x
+    lead = x.shape[:-3]
+    y = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(size, size), mode="bicubic", antialias=True,
+                      align_corners=False)
+    return y.clamp(-1.0, 1.0).reshape(*lead, *y.shape[-3:])
+
+
+def check_training_resolutions(model: Any, resolutions: list[int] | None) -> None:
+    """``data.resolutions`` other than the model's need a resolution-agnostic backbone (one clear line)."""
+    other = [r for r in resolutions or () if r != model.resolution]
+    if other and not model.backbone.resolution_agnostic:
+        raise ConfigError(f"data.resolutions={resolutions} trains at {other}, but the backbone "
+                          f"{type(model.backbone).__name__} works at {model.resolution}x{model.resolution} only: "
+                          f"use a resolution-agnostic backbone (wfno, fno, unet) or data.resolutions=null")
+
+
 class StepBatchSampler(Sampler[list[Item]]):
-    """Yields this rank's ``[(index, flip, drop_label), ...]`` for steps ``start_step, start_step + 1, ...``
-    (endless).
+    """Yields this rank's ``[Item(index, flip, drop_label, size), ...]`` for steps ``start_step, start_step + 1,
+    ...`` (endless).
 
     Args:
         n: dataset size; batch_size: the global batch B (divisible by ``world_size``, at most n).
         label_dropout: the probability that an item's label is replaced by the null class.
+        resolutions: the training resolutions a step's batch is resized to (``()``: as stored).
     """
 
     def __init__(self, n: int, batch_size: int, *, seed: int, start_step: int = 0, flip: bool = True,
-                 rank: int = 0, world_size: int = 1, label_dropout: float = 0.0) -> None:
+                 rank: int = 0, world_size: int = 1, label_dropout: float = 0.0,
+                 resolutions: Sequence[int] = ()) -> None:
         if batch_size % world_size:
             raise ConfigError(f"batch_size {batch_size} is not divisible by the {world_size} ranks; "
                               f"choose a multiple of {world_size}")
@@ -53,6 +97,7 @@ class StepBatchSampler(Sampler[list[Item]]):
                               f"lower batch_size or use more data")
         self.n, self.batch_size, self.seed, self.start_step, self.flip = n, batch_size, seed, start_step, flip
         self.rank, self.world_size, self.label_dropout = rank, world_size, label_dropout
+        self.resolutions = tuple(resolutions)
         self.steps_per_epoch = n // batch_size
 
     def __iter__(self) -> Iterator[list[Item]]:
@@ -62,19 +107,22 @@ class StepBatchSampler(Sampler[list[Item]]):
             epoch, first = divmod(step, self.steps_per_epoch)
             order = epoch_order(self.n, self.seed, epoch, self.flip, self.label_dropout)
             perm, flips, drops = (v.tolist() for v in order)  # read once an epoch
+            sizes = epoch_resolutions(self.steps_per_epoch, self.seed, epoch, self.resolutions)
             for k in range(first, self.steps_per_epoch):
                 lo = k * self.batch_size + self.rank * local
-                yield list(zip(perm[lo:lo + local], flips[lo:lo + local], drops[lo:lo + local]))
+                yield [Item(*item, sizes[k]) for item in zip(perm[lo:lo + local], flips[lo:lo + local],
+                                                             drops[lo:lo + local])]
             step = (epoch + 1) * self.steps_per_epoch
 
     def __len__(self) -> int:  # endless; DataLoader only needs this for len(), which we never call
         raise TypeError("StepBatchSampler is endless")
 
 
-class FlippedDataset(Dataset):
-    """``ds[(i, flip, drop)]`` = ``ds[i]``, the image mirrored left-right when ``flip``. Items (C, H, W); for
-    a labelled ``base`` (items ``(x, y)``) and ``null_label`` set, ``(x, y)`` with y = ``null_label`` when
-    ``drop``, so image and label travel together through the order, flips and label dropout."""
+class OrderedDataset(Dataset):
+    """``ds[Item(i, flip, drop, size)]`` = ``ds[i]``, mirrored left-right when ``flip``, resized to ``size``
+    (:func:`resize`; 0: as stored). Items (C, H, W); for a labelled ``base`` (items ``(x, y)``) and
+    ``null_label`` set, ``(x, y)`` with y = ``null_label`` when ``drop``, so image and label travel together
+    through the order, flips, resolutions and label dropout."""
 
     def __init__(self, base: Dataset, null_label: int | None = None) -> None:
         self.base, self.null_label = base, null_label
@@ -83,13 +131,13 @@ class FlippedDataset(Dataset):
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, item: Item) -> Tensor | tuple[Tensor, Tensor]:
-        index, flip, drop = item
+        index, flip, drop, size = Item(*item)
         x = self.base[index]
         y = None
         if isinstance(x, (tuple, list)):  # (image, label) datasets
             x, y = x[0], x[1]
         x = torch.as_tensor(x, dtype=torch.float32)
-        x = x.flip(-1) if flip else x
+        x = resize(x.flip(-1) if flip else x, size)
         if self.null_label is None:
             return x
         if y is None:

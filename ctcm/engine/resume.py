@@ -11,7 +11,7 @@ from ..config import ConfigError, ModelConfig, from_dict, model_dict_from_v01, t
 from .config import resolve_train_dict
 
 # dotted prefixes of the resolved config that a resumed run must keep
-FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout", "data.label_dropout")
+FROZEN = ("model", "seed", "batch_size", "data.flip", "data.heldout", "data.label_dropout", "data.resolutions")
 # what may change (documented in docs/training.md); everything not frozen may
 CHANGEABLE = ("steps", "optim.*", "ema.*", "eval.*", "log_every", "sample_every", "checkpoint_every",
               "keep_checkpoints", "max_nonfinite", "threads", "device", "precision", "compile", "deterministic",

@@ -34,7 +34,7 @@ from ..model import ConsistencyModel, compile_backbone
 from ..objective import Objective
 from .checkpointing import checkpoint_extra, init_weights, resolve_resume, restore_run
 from .config import TrainConfig, dump_yaml
-from .data_order import FlippedDataset, StepBatchSampler
+from .data_order import OrderedDataset, StepBatchSampler, check_training_resolutions
 from .distributed import (DistInfo, all_ranks_all, all_ranks_true, any_rank_true, average_gradients, barrier, dist_info,
                           mean_logs, pick_device)
 from .evaluations import Evaluations, class_names_of, split_data
@@ -88,6 +88,7 @@ class Trainer:
         self.cfg = cfg = dataclasses.replace(cfg, model=self.model.config)  # every argument spelled out
         self.objective: Objective = build_objective(cfg.objective)
         self.objective.check_model(self.model)  # before any data is read: a mismatch fails in a second
+        check_training_resolutions(self.model, cfg.data.resolutions)
         # an objective's own trainable parameters (e.g. sCM's adaptive weighting): optimised with the model
         self.objective_params = (self.objective.parameters_module() or nn.Module()).to(self.device)
         if cfg.init_from is not None and self.resumed_from is None:
@@ -260,9 +261,9 @@ class Trainer:
         logger = MetricsLogger(self.folder.out, resume_step=self.step if self.resumed_from else None) if main else None
         sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, start_step=self.step,  # type: ignore[arg-type]
                                    flip=cfg.data.flip, rank=self.info.rank, world_size=self.info.world_size,
-                                   label_dropout=cfg.data.label_dropout)
+                                   label_dropout=cfg.data.label_dropout, resolutions=cfg.data.resolutions or ())
         null = self.model.null_class if cfg.model.num_classes else None
-        loader = make_loader(FlippedDataset(self.dataset, null), sampler, cfg.data.num_workers,
+        loader = make_loader(OrderedDataset(self.dataset, null), sampler, cfg.data.num_workers,
                              self.device.type == "cuda")
         tasks = Periodic(cfg.log_every, cfg.sample_every, cfg.eval.fid_every, cfg.checkpoint_every, cfg.eval.grid > 0)
         bar = None
