@@ -59,7 +59,7 @@ def epoch_resolutions(steps: int, seed: int, epoch: int, resolutions: Sequence[i
 
 def resize(x: Tensor, size: int) -> Tensor:
     """Images (..., C, H, W) in [-1, 1] -> (..., C, size, size): bicubic, antialiased, clamped to [-1, 1]."""
-    if size in (0, x.shape[-1]) and x.shape[-2] == x.shape[-1]:
+    if size == 0 or tuple(x.shape[-2:]) == (size, size):
         return x
     lead = x.shape[:-3]
     y = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(size, size), mode="bicubic", antialias=True,
@@ -77,7 +77,7 @@ def check_training_resolutions(model: Any, resolutions: list[int] | None) -> Non
 
 
 class StepBatchSampler(Sampler[list[Item]]):
-    """Yields this rank's ``[Item(index, flip, drop_label, size), ...]`` for steps ``start_step, start_step + 1,
+    """Yields this rank's ``[Item(image, flip, drop, size), ...]`` for steps ``start_step, start_step + 1,
     ...`` (endless).
 
     Args:
