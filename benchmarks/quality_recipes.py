@@ -110,6 +110,10 @@ RECIPES: dict[str, dict] = {
 # combination. Each recipe pins the 0.2 design first (DESIGN_02), so it means the same run whatever the
 # `wfno` defaults are; `ect` itself follows the defaults (the 0.3 design = `w-fnolike`).
 DESIGN_02 = [f"model.backbone.{k}={json.dumps(v)}" for k, v in WFNO2d.legacy_defaults.items()]
+# the parts of the 0.3 design (`w-fnolike`); `w-no-<part>` is the 0.3 design without that one part (leave-one-out)
+FNOLIKE_PARTS = {"grid": "model.backbone.positional_grid=true", "tin": "model.backbone.time_channels=16",
+                 "lift": "model.backbone.lift_hidden=48", "mlp": "model.backbone.channel_mlp=0.5",
+                 "k1": "model.backbone.local_kernel=1"}
 WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
     "ect-w02": ("the 0.2 design (the study's baseline)", []),
     "w-grid": ("coordinate grid input channels", ["model.backbone.positional_grid=true"]),
@@ -123,11 +127,13 @@ WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
     "w-deep": ("width 16, 4 blocks (vs 24, 2)", ["model.backbone.width=16", "model.backbone.n_layers=4"]),
     "w-liftfilm": ("FiLM of the lifted input (Eq. 18d)", ["model.backbone.lift_film=true"]),
     "w-fnolike": ("the FNO's features together: grid, time channels, lifting MLP, channel MLP, 1x1 local path",
-                  ["model.backbone.positional_grid=true", "model.backbone.time_channels=16",
-                   "model.backbone.lift_hidden=48", "model.backbone.channel_mlp=0.5", "model.backbone.local_kernel=1"]),
+                  list(FNOLIKE_PARTS.values())),
     "w-ms": ("U-shaped: 3 blocks at scales 1, 2, 1", ["model.backbone.n_layers=3",
                                                       "model.backbone.block_scales=[1, 2, 1]"]),
 }
+for _part in FNOLIKE_PARTS:
+    WFNO_DESIGNS[f"w-no-{_part}"] = (f"the 0.3 design without its {_part} part (leave-one-out)",
+                                     [o for k, o in FNOLIKE_PARTS.items() if k != _part])
 for _name, (_label, _overrides) in WFNO_DESIGNS.items():
     RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,
                       "overrides": DESIGN_02 + _overrides}
