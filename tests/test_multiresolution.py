@@ -103,3 +103,12 @@ def test_a_fixed_size_backbone_cannot_train_at_other_sizes():
     check_training_resolutions(model, [16])  # its own size is fine
     with pytest.raises(ConfigError, match=r"trains at \[8\].*works at 16x16 only.*data\.resolutions=null"):
         check_training_resolutions(model, [16, 8])
+
+
+def test_a_size_the_model_cannot_run_at_is_one_line_before_the_run_writes_anything(tmp_path):
+    """A U-Net asked for 12x12 (its levels need multiples of 8): the backbone's own message as a ConfigError when
+    the Trainer is built, not at the first step after the run folder holds a config."""
+    cfg = small_config("steps=2", "model.backbone={name: unet}", "data.resolutions=[16, 12]")
+    with pytest.raises(ConfigError, match=r"cannot train at 12x12 .*divisible by 8.*drop 12"):
+        Trainer(cfg, tmp_path / "run", dataset=ToyImages(), progress=False)
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written: the corrected command just runs

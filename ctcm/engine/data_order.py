@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from ..config import ConfigError
-from ..errors import UserValueError
+from ..errors import UserError, UserValueError
 
 EPOCH_STRIDE = 1_000_003  # a prime: keeps the per-epoch seeds of different run seeds apart
 RESOLUTION_STREAM = 2**62  # offset of the resolution generator's seeds: a stream apart from the order's
@@ -68,12 +68,21 @@ def resize(x: Tensor, size: int) -> Tensor:
 
 
 def check_training_resolutions(model: Any, resolutions: list[int] | None) -> None:
-    """``data.resolutions`` other than the model's need a resolution-agnostic backbone (one clear line)."""
+    """``data.resolutions`` other than the model's need a resolution-agnostic backbone that runs at each of them
+    (one forward of one image per size, before the run writes anything): one clear line otherwise."""
     other = [r for r in resolutions or () if r != model.resolution]
     if other and not model.backbone.resolution_agnostic:
         raise ConfigError(f"data.resolutions={resolutions} trains at {other}, but the backbone "
                           f"{type(model.backbone).__name__} works at {model.resolution}x{model.resolution} only: "
                           f"use a resolution-agnostic backbone (wfno, fno, unet) or data.resolutions=null")
+    device = next(model.parameters()).device
+    for r in other:
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, model.channels, r, r, device=device), model.schedule.t_max)
+        except UserError as exc:
+            raise ConfigError(f"data.resolutions: this model cannot train at {r}x{r} ({exc}); drop {r} from "
+                              f"data.resolutions") from exc
 
 
 class StepBatchSampler(Sampler[list[Item]]):
