@@ -75,14 +75,18 @@ def check_training_resolutions(model: Any, resolutions: list[int] | None) -> Non
         raise ConfigError(f"data.resolutions={resolutions} trains at {other}, but the backbone "
                           f"{type(model.backbone).__name__} works at {model.resolution}x{model.resolution} only: "
                           f"use a resolution-agnostic backbone (wfno, fno, unet) or data.resolutions=null")
-    device = next(model.parameters()).device
-    for r in other:
-        try:
-            with torch.no_grad():
-                model(torch.zeros(1, model.channels, r, r, device=device), model.schedule.t_max)
-        except UserError as exc:
-            raise ConfigError(f"data.resolutions: this model cannot train at {r}x{r} ({exc}); drop {r} from "
-                              f"data.resolutions") from exc
+    device, training = next(model.parameters()).device, model.training
+    model.eval()  # the probe draws no dropout mask
+    try:
+        for r in other:
+            try:
+                with torch.no_grad():
+                    model(torch.zeros(1, model.channels, r, r, device=device), model.schedule.t_max)
+            except UserError as exc:
+                raise ConfigError(f"data.resolutions: this model cannot train at {r}x{r} ({exc}); drop {r} from "
+                                  f"data.resolutions") from exc
+    finally:
+        model.train(training)
 
 
 class StepBatchSampler(Sampler[list[Item]]):
