@@ -402,17 +402,22 @@ def write_outputs(results: dict[str, Any], *, plot_png: bool = True) -> list[Pat
 
 
 # -- command line -------------------------------------------------------------------------------------------------
+def _per_size(key: str) -> str:
+    """A size default for a flag's help, read from :data:`SIZES` (e.g. ``cpu 64000, gpu 51200``)."""
+    return ", ".join(f"{size} {d[key]}" for size, d in SIZES.items())
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default="cpu")
     p.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help=f"comma-separated, of {sorted(RECIPES)}")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--images", type=int, help="images seen per run (cpu 96000, gpu 51200)")
-    p.add_argument("--batch", type=int, help="batch size (cpu 32, gpu 256)")
+    p.add_argument("--images", type=int, help=f"images seen per run ({_per_size('images')})")
+    p.add_argument("--batch", type=int, help=f"batch size ({_per_size('batch')})")
     p.add_argument("--points", type=int, help="evaluation points per run, evenly spaced (default 4)")
     p.add_argument("--jobs", type=int, help="runs side by side (default 2)")
-    p.add_argument("--n", type=int, help="samples for fd8 and FID (cpu 1000, gpu 5000)")
+    p.add_argument("--n", type=int, help=f"samples for fd8 and FID ({_per_size('n')})")
     p.add_argument("--fid-n", type=int, help="samples for FID if not --n (0: no FID)")
     p.add_argument("--fid-steps", default="1,2", help="step counts FID is computed for (default 1,2; fd8: always both)")
     p.add_argument("--fid-every-point", action=argparse.BooleanOptionalAction, default=None,
