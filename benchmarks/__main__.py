@@ -1,7 +1,8 @@
 """``python -m benchmarks --quick | --full | --smoke [--device cuda] [--out DIR] [--tag NAME]``, or
 ``python -m benchmarks --gpu-check --out DIR`` (every GPU-speed target, 8 minutes of one GPU; ``--smoke`` for
 tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; see its ``--help``), or
-``python -m benchmarks resolution CHECKPOINT ...`` (sampling above the training resolution)."""
+``python -m benchmarks resolution CHECKPOINT ...`` (sampling above the training resolution), or
+``python -m benchmarks quality-merge A.json B.json --out DIR --tag T`` (one report of a study run in pieces)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def main(argv: list[str] | None = None) -> None:
         from .resolution import main as resolution_main
 
         resolution_main(argv[1:])
+        return
+    if argv[:1] == ["quality-merge"]:
+        from .quality_merge import main as quality_merge_main
+
+        quality_merge_main(argv[1:])
         return
     if argv[:1] == ["quality-cost"]:
         from .quality_cost import main as quality_cost_main
