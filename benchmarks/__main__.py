@@ -2,7 +2,8 @@
 ``python -m benchmarks --gpu-check --out DIR`` (every GPU-speed target, 8 minutes of one GPU; ``--smoke`` for
 tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; see its ``--help``), or
 ``python -m benchmarks resolution CHECKPOINT ...`` (sampling above the training resolution), or
-``python -m benchmarks quality-merge A.json B.json --out DIR --tag T`` (one report of a study run in pieces)."""
+``python -m benchmarks quality-merge A.json B.json --out DIR --tag T`` (one report of a study run in pieces), or
+``python -m benchmarks quality-refid RESULTS.json --split test --tag T`` (its FIDs against another reference)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
         from .resolution import main as resolution_main
 
         resolution_main(argv[1:])
+        return
+    if argv[:1] == ["quality-refid"]:
+        from .quality_refid import main as quality_refid_main
+
+        quality_refid_main(argv[1:])
         return
     if argv[:1] == ["quality-merge"]:
         from .quality_merge import main as quality_merge_main

@@ -7,8 +7,11 @@ draws ``n`` samples with 1 and with 2 steps (fixed noise: the same for every che
 Frechet distance to ``n`` held-out images on 8x8 pooled pixels (:mod:`ctcm.engine.learning_measure`), FID (when the
 entry's ``fid`` is set and ``n_fid`` > 0) the TF-Inception FID of the same samples against the cached statistics
 of the first ``n_fid`` training images of ``fid_ref``. Results go to ``<checkpoint stem>.quality.json`` beside
-the checkpoint and are reused while the settings match. ``grid``: also save the first 64 samples of each
-step count as ``<checkpoint stem>.grid<k>step.png``. With no checkpoints it only builds the FID reference cache.
+the checkpoint and are reused while the settings match; the Inception statistics of the samples (with their
+features, :class:`ctcm.metrics.Statistics`) go to ``<checkpoint stem>.inception<k>step.npz``, so an FID against
+another reference set costs no sampling or Inception pass (``python -m benchmarks quality-refid``). ``grid``:
+also save the first 64 samples of each step count as ``<checkpoint stem>.grid<k>step.png``. With no checkpoints
+it only builds the FID reference cache.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ def result_path(checkpoint: str | Path) -> Path:
 
 def grid_path(checkpoint: str | Path, steps: int) -> Path:
     return Path(checkpoint).with_suffix(f".grid{steps}step.png")
+
+
+def sample_statistics_path(checkpoint: str | Path, steps: int) -> Path:
+    """The Inception statistics (and features) of the checkpoint's FID samples at ``steps`` steps."""
+    return Path(checkpoint).with_suffix(f".inception{steps}step.npz")
 
 
 def signature(spec: dict[str, Any]) -> dict[str, Any]:
@@ -85,8 +93,10 @@ def fid_reference(spec: dict[str, Any]) -> Any:
                                       batch_size=spec["batch_size"], progress=False, distributed=False)
 
 
-def fid_of(x: torch.Tensor, fid_net: Any, fid_ref: Any, batch_size: int) -> float:
-    """TF-Inception FID of samples x (N, C, H, W) in [-1, 1] against the statistics ``fid_ref``."""
+def fid_of(x: torch.Tensor, fid_net: Any, fid_ref: Any, batch_size: int, save_to: Path | None = None,
+           meta: dict[str, Any] | None = None) -> float:
+    """TF-Inception FID of samples x (N, C, H, W) in [-1, 1] against the statistics ``fid_ref``; with
+    ``save_to``, the samples' statistics and features are written there (atomically) with ``meta``."""
     from ctcm.metrics import frechet_distance, statistics_from_features
     from ctcm.metrics.stats import extract_features
     from ctcm.sampling import to_uint8
@@ -94,7 +104,10 @@ def fid_of(x: torch.Tensor, fid_net: Any, fid_ref: Any, batch_size: int) -> floa
     batches = (to_uint8(x[i:i + batch_size]) for i in range(0, len(x), batch_size))  # (b, H, W, C) uint8
     feats = extract_features(batches, fid_net, num_batches=-(-len(x) // batch_size), progress=False,
                              distributed=False)
-    s = statistics_from_features(feats)
+    s = statistics_from_features(feats, meta={**(meta or {}), "network_sha1": getattr(fid_net, "sha1", "unknown")},
+                                 keep_features=True)
+    if save_to is not None:
+        s.save(save_to)
     return frechet_distance(s.mu, s.sigma, fid_ref.mu, fid_ref.sigma)
 
 
@@ -118,7 +131,9 @@ def evaluate_checkpoint(path: Path, entry: dict[str, Any], spec: dict[str, Any],
         if f"fid_{k}step" in known:  # the same samples (settings and seed match): keep, do not recompute
             out[f"fid_{k}step"] = known[f"fid_{k}step"]
         elif entry.get("fid") and spec["n_fid"] > 0 and k in spec.get("fid_steps", STEPS):
-            out[f"fid_{k}step"] = fid_of(x[:spec["n_fid"]], fid_net, fid_ref, bs)
+            meta = {"source": str(path), "step": step, "sampler_steps": k, "sample_seed": SAMPLE_SEED}
+            out[f"fid_{k}step"] = fid_of(x[:spec["n_fid"]], fid_net, fid_ref, bs,
+                                         save_to=sample_statistics_path(path, k), meta=meta)
         if entry.get("grid"):
             save_grid(x[:64], grid_path(path, k))
     out["eval_s"] = time.perf_counter() - t0

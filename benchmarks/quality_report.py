@@ -61,8 +61,9 @@ def markdown(results: dict[str, Any]) -> str:
              f"Each run: {s['images']:,} images seen (batch {s['batch']}), {s['points']} evaluation points, EMA "
              f"weights. fd8: 8x8-pooled Frechet distance of {ev['n']:,} samples to {ev['n']:,} held-out images "
              f"({ev['fd8_source']} [{ev['fd8_heldout']}]). "
-             + (f"FID@{ev['n_fid']:,}: TF-Inception against the first {ev['n_fid']:,} training images of "
-                f"{ev['fid_ref']}{' at every point' if s['fid_every_point'] else ' at the final point'}. "
+             + (f"FID@{ev['n_fid']:,}: TF-Inception against the first {ev.get('n_fid_ref', ev['n_fid']):,} "
+                f"{ev.get('fid_split', 'train')} images of {ev['fid_ref']}"
+                f"{' at every point' if s['fid_every_point'] else ' at the final point'}. "
                 if ev["n_fid"] > 0 else "FID: off. ")
              + f"Values: mean ± half-range "
              f"over seeds {s['seeds']}; lower is better. Compare FID only at equal N (small N biases it upward).",

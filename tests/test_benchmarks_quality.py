@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import quality
 from benchmarks.quality import Settings, plan_run, resolve_recipe, run_quality, train_run
+from benchmarks.quality_eval import sample_statistics_path
 
 TWO_PHASE = {"label": "two phases", "config": None, "overrides": [],
              "phases": [{"fraction": 0.5, "overrides": ["optim.lr=1e-3"], "init_from_previous": False},
@@ -94,6 +95,7 @@ def test_quality_end_to_end_on_embedded_data_then_cached(tmp_path, monkeypatch) 
         assert all(p["fd8_1step"] > 0 and p["fd8_2step"] > 0 for p in run["points"])
         final = run["points"][-1]
         assert final["final"] and (("fid_1step" in final and "fid_2step" in final) == (n_fid > 0))
+        assert all(sample_statistics_path(final["path"], k).is_file() == (n_fid > 0) for k in (1, 2))
         assert not any("fid_1step" in p for p in run["points"][:-1])  # FID at the final point only (cpu size)
     md = Path(f"{stem}.md").read_text()
     assert "| default ((a) the design's objective: consistency (uniform gap) + 0.1 tangent) | 64 |" in md
