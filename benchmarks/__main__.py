@@ -8,38 +8,20 @@ tiny sizes), or ``python -m benchmarks quality ...`` (training-quality study; se
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from .runner import SECTIONS, run
 
+SUBCOMMANDS = {"quality": "quality", "resolution": "resolution", "quality-cost": "quality_cost",
+               "quality-merge": "quality_merge", "quality-refid": "quality_refid"}  # name -> module with main()
+
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["quality"]:
-        from .quality import main as quality_main
-
-        quality_main(argv[1:])
-        return
-    if argv[:1] == ["resolution"]:
-        from .resolution import main as resolution_main
-
-        resolution_main(argv[1:])
-        return
-    if argv[:1] == ["quality-refid"]:
-        from .quality_refid import main as quality_refid_main
-
-        quality_refid_main(argv[1:])
-        return
-    if argv[:1] == ["quality-merge"]:
-        from .quality_merge import main as quality_merge_main
-
-        quality_merge_main(argv[1:])
-        return
-    if argv[:1] == ["quality-cost"]:
-        from .quality_cost import main as quality_cost_main
-
-        quality_cost_main(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:  # each study command is its own module, imported only when asked for
+        importlib.import_module(f".{SUBCOMMANDS[argv[0]]}", __package__).main(argv[1:])
         return
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     size = parser.add_mutually_exclusive_group()

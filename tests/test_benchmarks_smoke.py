@@ -94,3 +94,12 @@ def test_the_models_section_takes_recipes_not_presets(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--presets", "wfno-cifar", "--report", "none.json"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --presets" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["quality", "resolution", "quality-cost", "quality-merge", "quality-refid"])
+def test_each_study_command_reaches_its_own_parser(command, capsys) -> None:
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and f"usage: python -m benchmarks {command} " in capsys.readouterr().out
