@@ -34,10 +34,11 @@ def merge(parts: list[dict[str, Any]], *, names: list[str] | None = None) -> dic
     if len(parts) < 2:
         raise ValueError("quality-merge needs two results JSONs or more")
     names = names or [f"part {i + 1}" for i in range(len(parts))]
-    first, first_name = parts[0], names[0]
-    for part, name in zip(parts[1:], names[1:]):
+    for part, name in zip(parts, names):
         if part.get("kind") != "quality":
             raise ValueError(f"{name} is not a `python -m benchmarks quality` results JSON")
+    first, first_name = parts[0], names[0]
+    for part, name in zip(parts[1:], names[1:]):
         for key in PROTOCOL:
             a, b = first["settings"].get(key), part["settings"].get(key)
             if a != b:

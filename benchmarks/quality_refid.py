@@ -36,6 +36,10 @@ def refid(results: dict[str, Any], reference: Any, *, ref_name: str, split: str,
                                      "before they were saved): delete its step_*.quality.json and rerun the study's "
                                      "command to evaluate it again")
                 s = Statistics.load(path)
+                nets = s.meta.get("network_sha1"), reference.meta.get("network_sha1")
+                if None not in nets and nets[0] != nets[1]:
+                    raise ValueError(f"{path} holds features of network {nets[0]} but the reference is of {nets[1]}: "
+                                     "an FID needs one network for both")
                 point[f"fid_{k}step"] = frechet_distance(s.mu, s.sigma, reference.mu, reference.sigma)
     out["eval"] = {**results["eval"], "fid_ref": ref_name, "fid_split": split, "n_fid_ref": n}
     out["refid_of"] = {"tag": results["tag"], "fid_ref": results["eval"]["fid_ref"],

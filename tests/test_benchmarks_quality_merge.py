@@ -61,6 +61,14 @@ def test_parts_of_different_protocols_do_not_join(study, key, value) -> None:
         merge([a, b], names=["a.json", "b.json"])
 
 
+@pytest.mark.parametrize("position", [0, 1])
+def test_a_json_of_another_benchmark_is_refused_in_any_position(study, position) -> None:
+    parts = _split_by_seed(study)
+    parts[position] = {"kind": "speed", "results": []}
+    with pytest.raises(ValueError, match=f"{['a.json', 'b.json'][position]} is not a `python -m benchmarks quality`"):
+        merge(parts, names=["a.json", "b.json"])
+
+
 def test_a_run_in_two_parts_is_refused(study) -> None:
     with pytest.raises(ValueError, match="w-fnolike seed 0 is in both a.json and b.json"):
         merge([study, _split_by_seed(study)[0]], names=["a.json", "b.json"])

@@ -107,3 +107,12 @@ def test_refid_command_writes_a_report_and_refuses_what_it_cannot_do(tmp_path, c
         main([*common, "--tag", "again"])
     err = capsys.readouterr().err
     assert "w-fnolike seed 0: no sample statistics" in err and "rerun the study's command" in err
+
+
+def test_refid_refuses_a_reference_of_another_network(tmp_path) -> None:
+    study, _ = _study_with_saved_statistics(tmp_path)
+    path = sample_statistics_path(study["runs"][0]["points"][-1]["path"], 1)
+    statistics_from_features(_features(3), meta={"network_sha1": "inception"}).save(path)
+    reference = statistics_from_features(_features(4), meta={"network_sha1": "another"})
+    with pytest.raises(ValueError, match="features of network inception but the reference is of another"):
+        refid(study, reference, ref_name="x", split="test", n=80)
