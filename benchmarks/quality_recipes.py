@@ -134,6 +134,17 @@ WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
 for _part in FNOLIKE_PARTS:
     WFNO_DESIGNS[f"w-no-{_part}"] = (f"the 0.3 design without its {_part} part (leave-one-out)",
                                      [o for k, o in FNOLIKE_PARTS.items() if k != _part])
+# one change at a time from the 0.3 design (`w3-*`, docs/results.md "From the 0.3 design"): the candidates the
+# first screen did not run, now on top of the combination that won it
+DESIGN_03 = list(FNOLIKE_PARTS.values())
+WFNO_DESIGNS.update({
+    "w3-deep": ("0.3 design at width 18, 4 blocks (vs 24, 2)",
+                DESIGN_03 + ["model.backbone.width=18", "model.backbone.n_layers=4"]),
+    "w3-ms": ("0.3 design, U-shaped: 3 blocks at scales 1, 2, 1",
+              DESIGN_03 + ["model.backbone.n_layers=3", "model.backbone.block_scales=[1, 2, 1]"]),
+    "w3-mlp1": ("0.3 design with a 1x-width channel MLP (vs 0.5x)", DESIGN_03 + ["model.backbone.channel_mlp=1.0"]),
+    "w3-modes6": ("0.3 design with 6 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=6"]),
+})
 for _name, (_label, _overrides) in WFNO_DESIGNS.items():
     RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,
                       "overrides": DESIGN_02 + _overrides}
