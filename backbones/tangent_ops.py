@@ -123,27 +123,21 @@ def _per_channel(stat: Tensor, like: Tensor) -> Tensor:
 
 
 def modulated_norm_tangent(y: Tensor, rstd: Tensor, dh: Tensor, groups: int, scale: Tensor | float,
-                           dscale: Tensor | float, dshift: Tensor | float) -> Tensor:
+                           dscale: Tensor | float, dshift: Tensor | float, out: Tensor | None = None) -> Tensor:
     """The tangent of u = y scale + shift, y = GroupNorm(h) (Eq. 20, 30), from y and 1/s of
     :func:`group_norm_stats`: du = dy scale + y dscale + dshift with dy = (dh - mean(dh) - y mean(y dh)) / s,
     written as dh (scale / s) + y (dscale - scale mean(y dh) / s) + (dshift - scale mean(dh) / s): one
-    statistics pass and two fused passes. Shapes: y, dh (B, C, H, W); rstd and the rest (B, C, 1, 1) or floats."""
+    statistics pass and two fused passes, the last written into ``out`` if given (no graph: ``out=`` is not
+    differentiable). Shapes: y, dh (B, C, H, W); rstd and the rest (B, C, 1, 1) or floats."""
     b = y.shape[0]
     dh = dh.to(y.dtype)
     yg, dhg = y.view(b, groups, -1), dh.reshape(b, groups, -1)
     mean_dh = _per_channel(dhg.mean(-1), y)
     mean_ydh = _per_channel(torch.linalg.vecdot(yg, dhg) / yg.shape[-1], y)  # one pass (einsum: 6x slower)
     a = scale * rstd
-    return torch.addcmul(torch.addcmul(dshift - a * mean_dh, dh, a), y, dscale - a * mean_ydh)
-
-
-def normalize_pair(h: Tensor, dh: Tensor, groups: int, eps: float) -> Pair:
-    """GroupNorm without its affine map, and its tangent (Eq. 20): with y = (h - mu) / s per (sample, group),
-    dy = (dh - mean(dh) - y mean(y dh)) / s. Written with differentiable ops (GroupNorm's backward kernel
-    computes the same dy, the Jacobian being symmetric, but has no derivative of its own).
-    Shapes: h, dh (B, C, ...) -> (B, C, ...)."""
-    y, rstd = group_norm_stats(h, groups, eps)
-    return y, modulated_norm_tangent(y, rstd, dh, groups, 1.0, 0.0, 0.0)
+    inner = torch.addcmul(dshift - a * mean_dh, dh, a)
+    return torch.addcmul(inner, y, dscale - a * mean_ydh, out=out) if out is not None else \
+        torch.addcmul(inner, y, dscale - a * mean_ydh)
 
 
 def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: Tensor, shift: Tensor,
@@ -154,24 +148,46 @@ def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: T
     return torch.addcmul(shift, y, scale), modulated_norm_tangent(y, rstd, dh, groups, scale, dscale, dshift)
 
 
+def _norm_affine(norm: nn.GroupNorm, y: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor | float]:
+    """(y gamma + beta, gamma) for GroupNorm's affine map (gamma, beta shaped (1, C, 1, ...)); (y, 1) without one.
+    The value is written into ``out`` if given."""
+    if not norm.affine:
+        return (y if out is None else out.copy_(y)), 1.0
+    shape = (1, -1) + (1,) * (y.ndim - 2)
+    gamma, beta = norm.weight.view(shape), norm.bias.view(shape)
+    return (torch.addcmul(beta, y, gamma) if out is None else torch.addcmul(beta, y, gamma, out=out)), gamma
+
+
 def group_norm_pair(norm: nn.GroupNorm, h: Tensor, dh: Tensor) -> Pair:
-    """GroupNorm and its tangent: :func:`normalize_pair`, then the affine map (which scales the tangent by
-    gamma); computed in float32 at least, returned in h's dtype (as ``nn.GroupNorm``)."""
-    y, dy = normalize_pair(h, dh, norm.num_groups, norm.eps)
-    if norm.affine:
-        shape = (1, -1) + (1,) * (h.ndim - 2)
-        y = torch.addcmul(norm.bias.view(shape), y, norm.weight.view(shape))
-        dy = dy * norm.weight.view(shape)
-    return y.to(h.dtype), dy.to(h.dtype)
+    """GroupNorm and its tangent: y gamma + beta and dy gamma, gamma as the scale of
+    :func:`modulated_norm_tangent` (no pass of its own); computed in float32 at least, returned in h's dtype
+    (as ``nn.GroupNorm``)."""
+    y, rstd = group_norm_stats(h, norm.num_groups, norm.eps)
+    value, gamma = _norm_affine(norm, y)
+    return value.to(h.dtype), modulated_norm_tangent(y, rstd, dh, norm.num_groups, gamma, 0.0, 0.0).to(h.dtype)
+
+
+def group_norm_packed(norm: nn.GroupNorm, zz: Tensor) -> Tensor:
+    """:func:`group_norm_pair` of a packed pair, packed: without a graph to record (and in float32 or wider)
+    both halves are written into one new (2B, ...) tensor, no ``torch.cat`` copy."""
+    h, dh = unpack(zz)
+    if _recording(zz, *norm.parameters()) or zz.dtype != torch.promote_types(zz.dtype, torch.float32):
+        return pack(*group_norm_pair(norm, h, dh))
+    y, rstd = group_norm_stats(h, norm.num_groups, norm.eps)
+    out = torch.empty_like(zz)
+    _, gamma = _norm_affine(norm, y, out=out[: h.shape[0]])
+    modulated_norm_tangent(y, rstd, dh, norm.num_groups, gamma, 0.0, 0.0, out=out[h.shape[0]:])
+    return out
 
 
 def sequential_packed(seq: nn.Sequential, zz: Tensor) -> Tensor:
     """Push a packed pair through a Sequential of GroupNorm, GELU, SiLU, Conv2d and Linear layers (a
     GroupNorm's (y, dy) stay unpacked for the nonlinearity that follows it)."""
     z: Tensor | Pair = zz
-    for layer in seq:
+    for i, layer in enumerate(seq):
         if isinstance(layer, nn.GroupNorm):
-            z = group_norm_pair(layer, *_as_pair(z))
+            followed_by_linear = i + 1 < len(seq) and not _needs_input(seq[i + 1])
+            z = group_norm_packed(layer, _as_packed(z)) if followed_by_linear else group_norm_pair(layer, *_as_pair(z))
         elif isinstance(layer, nn.GELU) and layer.approximate == "none":
             z = pointwise_packed("gelu", *_as_pair(z))
         elif isinstance(layer, nn.SiLU):

@@ -19,21 +19,27 @@ from collections.abc import Callable
 import torch
 
 import ctcm
-from ctcm.engine.config import load_train_config
+from ctcm.engine.config import TrainConfig, load_train_config
 
 from .models import n_parameters
 from .quality import REPO, SIZE_OVERRIDES, SIZES, budget, resolve_recipe
 from .timing import measure
 
 
-def recipe_step(name: str, size: str, device: torch.device) -> tuple[Callable[[], None], int]:
-    """One optimiser step of recipe ``name`` at ``size`` as a callable, and the model's parameter count."""
+def recipe_config(name: str, size: str) -> TrainConfig:
+    """The training config of recipe ``name``'s last phase at ``size`` (its budget settings at the size's images)."""
     recipe = resolve_recipe(name, size)
     steps = max(1, SIZES[size]["images"] // SIZES[size]["batch"])
     phase = (recipe.get("phases") or [{}])[-1]
     overrides = [budget(o, steps) for o in [*SIZE_OVERRIDES[size], *recipe["overrides"], *phase.get("overrides", [])]]
     config = recipe["config"] if Path(recipe["config"]).is_absolute() else str(REPO / recipe["config"])
-    cfg = load_train_config(config, overrides + [f"batch_size={SIZES[size]['batch']}"])
+    return load_train_config(config, overrides + [f"batch_size={SIZES[size]['batch']}"])
+
+
+def recipe_step(name: str, size: str, device: torch.device) -> tuple[Callable[[], None], int]:
+    """One optimiser step of recipe ``name`` at ``size`` as a callable, and the model's parameter count."""
+    cfg = recipe_config(name, size)
+    steps = max(1, SIZES[size]["images"] // SIZES[size]["batch"])
     torch.manual_seed(0)
     model = ctcm.build(cfg.model).to(device).train()
     objective = ctcm.build_objective(cfg.objective)

@@ -38,10 +38,13 @@ PEER_BACKBONES = {
         "unet": "model.backbone={name: unet, model_channels: 10, channel_mult: [1, 2, 2], num_res_blocks: 1, "
                 "attn_levels: [], emb_dim: 64}",
         "fno": "model.backbone={name: fno, width: 26, n_layers: 2, modes: 8}",
+        # the size of the WFNO the design study ran (the `w-*` / `w3-*` recipes pin it: tiny.yaml's may change)
+        "wfno-study": "model.backbone.modes=8",
     },
     # the recipe's own backbone (replacing default_cifar.yaml's WFNO-only spectral_weight_drop)
     "gpu": {"unet": ["recipe=unet-cifar", "model.backbone={name: unet}"],
-            "fno": ["recipe=fno-cifar", "model.backbone={name: fno}"]},
+            "fno": ["recipe=fno-cifar", "model.backbone={name: fno}"],
+            "wfno-study": ["model.backbone.width=130", "model.backbone.modes=16"]},
 }
 
 # the original design's objective as tiny.yaml / default_cifar.yaml had it before the study (recipe `default`):
@@ -107,9 +110,10 @@ RECIPES: dict[str, dict] = {
 
 # The WFNO design study (docs/results.md, "Backbone design"): ECT on the CPU-size WFNO with one design option
 # changed at a time from the 0.2 design (the hypotheses are written there, before the runs), then the
-# combination. Each recipe pins the 0.2 design first (DESIGN_02), so it means the same run whatever the
-# `wfno` defaults are; `ect` itself follows the defaults (the 0.3 design = `w-fnolike`).
-DESIGN_02 = [f"model.backbone.{k}={json.dumps(v)}" for k, v in WFNO2d.legacy_defaults.items()]
+# combination. Each recipe pins the 0.2 design and the study's size first (DESIGN_02), so it means the same
+# run whatever the `wfno` defaults and the sizes' configs are; `ect` itself follows them (0.3: `w-fnolike`).
+DESIGN_02 = [*(f"model.backbone.{k}={json.dumps(v)}" for k, v in WFNO2d.legacy_defaults.items()),
+             "@backbone:wfno-study"]
 # the parts of the 0.3 design (`w-fnolike`); `w-no-<part>` is the 0.3 design without that one part (leave-one-out)
 FNOLIKE_PARTS = {"grid": "model.backbone.positional_grid=true", "tin": "model.backbone.time_channels=16",
                  "lift": "model.backbone.lift_hidden=48", "mlp": "model.backbone.channel_mlp=0.5",

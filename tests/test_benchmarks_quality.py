@@ -125,3 +125,25 @@ def test_quality_cost_unknown_recipe_is_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--recipes", "ectt"])
     assert exit_info.value.code == 2 and "unknown recipe 'ectt'" in capsys.readouterr().err
+
+
+def test_the_design_recipes_mean_the_same_runs_whatever_the_defaults() -> None:
+    """The study's `w-*` / `w3-*` recipes pin their design and size (``@backbone:wfno-study``), so a change of
+    the defaults or of tiny.yaml does not change their runs: `w-fnolike` is the 0.3 model of the study's tables
+    (112,051 parameters, 8 modes; at the GPU size width 130 and 16 modes), the same function as `ect` (which
+    follows the defaults), and `w3-modes6` differs from it in the modes alone."""
+    import torch
+
+    import ctcm
+    from benchmarks.models import n_parameters
+    from benchmarks.quality_cost import recipe_config
+
+    study = recipe_config("w-fnolike", "cpu").model
+    assert study.backbone.kwargs["modes"] == 8 and n_parameters(ctcm.build(study)) == 112_051
+    gpu = recipe_config("w-fnolike", "gpu").model.backbone.kwargs
+    assert (gpu["width"], gpu["modes"]) == (130, 16)
+    assert recipe_config("w3-modes6", "cpu").model.backbone.kwargs == {**study.backbone.kwargs, "modes": 6}
+    old, new = (ctcm.build(recipe_config(r, "cpu").model).double().eval() for r in ("w-fnolike", "ect"))
+    new.load_state_dict(old.state_dict())  # the same architecture (lift_hidden None = 2 x 24 = 48) ...
+    x, t = torch.randn(2, 3, 32, 32, dtype=torch.float64), torch.tensor([0.2, 0.9], dtype=torch.float64)
+    assert torch.equal(old(x, t), new(x, t))  # ... computing the same function

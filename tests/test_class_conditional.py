@@ -110,9 +110,9 @@ def test_a_conditional_checkpoint_round_trips_with_its_class_names(tmp_path):
 
 
 def test_the_conditional_recipe():
-    recipe = ctcm.get_recipe("wfno-cifar-cond")
+    recipe = ctcm.create_recipe("wfno-cifar-cond")
     assert recipe.model.num_classes == 10 and recipe.train["data"]["label_dropout"] == 0.1
-    assert recipe.model.backbone == ctcm.get_recipe("wfno-cifar").model.backbone
+    assert recipe.model.backbone == ctcm.create_recipe("wfno-cifar").model.backbone
 
 
 # -- the class-balanced seed rule ----------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from torch import nn
 
 import ctcm
 from conftest import TINY_WFNO, tiny_model
-from ctcm_backbones.tangent_ops import (group_norm_pair, linear_packed, pack, pointwise_packed, sequential_pair,
-                                       sequential_saving, sequential_tangent, unpack)
+from ctcm_backbones.tangent_ops import (group_norm_packed, group_norm_pair, linear_packed, pack, pointwise_packed,
+                                       sequential_pair, sequential_saving, sequential_tangent, unpack)
 
 F64 = torch.float64
 
@@ -40,7 +40,15 @@ def test_gelu_and_group_norm_rules(seed, scale):
     with torch.no_grad():
         norm.weight.normal_(generator=g)
         norm.bias.normal_(generator=g)
-    _close(group_norm_pair(norm, h, dh), torch.func.jvp(norm, (h,), (dh,)))
+    ref = torch.func.jvp(norm, (h,), (dh,))
+    _close(group_norm_pair(norm, h, dh), ref)
+    with torch.no_grad():  # the packed form writes both halves in place (no graph); with one, it concatenates
+        _close(unpack(group_norm_packed(norm, pack(h, dh))), ref)
+    _close(unpack(group_norm_packed(norm, pack(h, dh))), ref)
+    norm.affine = False  # the rule without the affine map: GroupNorm's normalisation alone
+    plain = torch.func.jvp(lambda v: nn.functional.group_norm(v, 4, eps=norm.eps), (h,), (dh,))
+    with torch.no_grad():
+        _close(unpack(group_norm_packed(norm, pack(h, dh))), plain)
 
 
 @pytest.mark.parametrize("layer", [nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 1, bias=False)])
