@@ -149,6 +149,7 @@ WFNO_DESIGNS.update({
     "w3-mlp1": ("0.3 design with a 1x-width channel MLP (vs 0.5x)", DESIGN_03 + ["model.backbone.channel_mlp=1.0"]),
     "w3-modes6": ("0.3 design with 6 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=6"]),
     "w3-modes4": ("0.3 design with 4 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=4"]),
+    "w3-modes10": ("0.3 design with 10 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=10"]),
 })
 for _name, (_label, _overrides) in WFNO_DESIGNS.items():
     RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,
