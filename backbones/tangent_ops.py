@@ -135,9 +135,7 @@ def modulated_norm_tangent(y: Tensor, rstd: Tensor, dh: Tensor, groups: int, sca
     mean_dh = _per_channel(dhg.mean(-1), y)
     mean_ydh = _per_channel(torch.linalg.vecdot(yg, dhg) / yg.shape[-1], y)  # one pass (einsum: 6x slower)
     a = scale * rstd
-    inner = torch.addcmul(dshift - a * mean_dh, dh, a)
-    return torch.addcmul(inner, y, dscale - a * mean_ydh, out=out) if out is not None else \
-        torch.addcmul(inner, y, dscale - a * mean_ydh)
+    return torch.addcmul(torch.addcmul(dshift - a * mean_dh, dh, a), y, dscale - a * mean_ydh, out=out)
 
 
 def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: Tensor, shift: Tensor,
@@ -155,7 +153,7 @@ def _norm_affine(norm: nn.GroupNorm, y: Tensor, out: Tensor | None = None) -> tu
         return (y if out is None else out.copy_(y)), 1.0
     shape = (1, -1) + (1,) * (y.ndim - 2)
     gamma, beta = norm.weight.view(shape), norm.bias.view(shape)
-    return (torch.addcmul(beta, y, gamma) if out is None else torch.addcmul(beta, y, gamma, out=out)), gamma
+    return torch.addcmul(beta, y, gamma, out=out), gamma
 
 
 def group_norm_pair(norm: nn.GroupNorm, h: Tensor, dh: Tensor) -> Pair:

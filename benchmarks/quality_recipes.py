@@ -118,6 +118,7 @@ DESIGN_02 = [*(f"model.backbone.{k}={json.dumps(v)}" for k, v in WFNO2d.legacy_d
 FNOLIKE_PARTS = {"grid": "model.backbone.positional_grid=true", "tin": "model.backbone.time_channels=16",
                  "lift": "model.backbone.lift_hidden=48", "mlp": "model.backbone.channel_mlp=0.5",
                  "k1": "model.backbone.local_kernel=1"}
+DESIGN_03 = list(FNOLIKE_PARTS.values())  # the 0.3 design's overrides (`w-fnolike`)
 WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
     "ect-w02": ("the 0.2 design (the study's baseline)", []),
     "w-grid": ("coordinate grid input channels", ["model.backbone.positional_grid=true"]),
@@ -131,7 +132,7 @@ WFNO_DESIGNS: dict[str, tuple[str, list[str]]] = {
     "w-deep": ("width 16, 4 blocks (vs 24, 2)", ["model.backbone.width=16", "model.backbone.n_layers=4"]),
     "w-liftfilm": ("FiLM of the lifted input (Eq. 18d)", ["model.backbone.lift_film=true"]),
     "w-fnolike": ("the FNO's features together: grid, time channels, lifting MLP, channel MLP, 1x1 local path",
-                  list(FNOLIKE_PARTS.values())),
+                  DESIGN_03),
     "w-ms": ("U-shaped: 3 blocks at scales 1, 2, 1", ["model.backbone.n_layers=3",
                                                       "model.backbone.block_scales=[1, 2, 1]"]),
 }
@@ -140,7 +141,6 @@ for _part in FNOLIKE_PARTS:
                                      [o for k, o in FNOLIKE_PARTS.items() if k != _part])
 # one change at a time from the 0.3 design (`w3-*`, docs/results.md "From the 0.3 design"): the candidates the
 # first screen did not run, now on top of the combination that won it
-DESIGN_03 = list(FNOLIKE_PARTS.values())
 WFNO_DESIGNS.update({
     "w3-deep": ("0.3 design at width 18, 4 blocks (vs 24, 2)",
                 DESIGN_03 + ["model.backbone.width=18", "model.backbone.n_layers=4"]),
