@@ -48,12 +48,19 @@ class SpectralConv2d(nn.Module):
         transform: ``fft`` (rfft2 / irfft2, complex), ``dft`` (truncated real DFTs as matrix products,
             Eq. 27-29: no complex tensors, bf16 tensor cores, compilable) or ``auto`` (:func:`use_dft`).
             Both compute the same function (equal in float64, tested).
+        taper: alpha >= 0, a fixed Gaussian taper of the kept modes: the weight of mode (k1, k2) is used as
+            exp(-alpha ((k1 / K1)^2 + (k2 / K2)^2)) W[k] with K_i = max(m_i / 2, 1) (Eq. 17b; 0: none). The
+            taper is a constant (not state: computed in float64 per call, cast to the weight's dtype), so it
+            smooths K's response at the band's edge from the first step and scales the high modes' Adam
+            steps by its value.
     Shapes: (B, C_in, H, W) -> (B, C_out, H, W), any H >= m1, W // 2 + 1 >= floor(m2/2) + 1.
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: int | tuple[int, int] = 16,
-                 weight_drop: float = 0.0, transform: str = "auto") -> None:
+                 weight_drop: float = 0.0, transform: str = "auto", taper: float = 0.0) -> None:
         super().__init__()
+        if taper < 0.0:
+            raise UserValueError(f"the mode taper alpha must be >= 0 (0: no taper), got {taper}")
         if not 0.0 <= weight_drop < 1.0:
             raise UserValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
         if transform not in TRANSFORMS:
@@ -61,17 +68,20 @@ class SpectralConv2d(nn.Module):
         self.transform = transform
         self.in_channels, self.out_channels = in_channels, out_channels
         m1, m2 = _pair(modes)
+        self.modes = (m1, m2)
         self.n_pos, self.n_neg, self.n_half = m1 - m1 // 2, m1 // 2, m2 // 2 + 1
         self.weight_drop = weight_drop
         std = math.sqrt(2.0 / (in_channels + out_channels))  # neuraloperator's "auto" init, complex normal
         # mode-major layout (m1, m2', C_in, C_out, re/im): the contraction reads it with no transpose
         self.weight = nn.Parameter(torch.randn(m1, self.n_half, in_channels, out_channels, 2) * std / math.sqrt(2))
+        self.taper = taper
         self._mask: Tensor | None = None
         self._bases: dict[tuple, DFTBases] = {}  # per (H, W, dtype, device); not state, rebuilt on demand
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, modes=({self.n_pos + self.n_neg}, "
-                f"{2 * (self.n_half - 1)}), weight_drop={self.weight_drop}, transform={self.transform!r}")
+                f"{2 * (self.n_half - 1)}), weight_drop={self.weight_drop}, transform={self.transform!r}"
+                + (f", taper={self.taper}" if self.taper else ""))
 
     def resample_noise_(self, generator: torch.Generator | None = None) -> None:
         """Draw a new weight-drop mask (no-op when weight_drop == 0)."""
@@ -84,12 +94,15 @@ class SpectralConv2d(nn.Module):
         self._mask = (torch.bernoulli(keep, generator=generator) / (1.0 - self.weight_drop)).to(self.weight.device)
 
     def masked_weight(self) -> Tensor:
-        """The (m1, m2', C_in, C_out, 2) real weight, weight-dropped in training."""
+        """The (m1, m2', C_in, C_out, 2) real weight the layer uses: tapered, and weight-dropped in training."""
+        w = self.weight
+        if self.taper > 0.0:
+            w = w * mode_taper(*self.modes, self.taper).to(w)
         if not (self.training and self.weight_drop > 0.0):
-            return self.weight
+            return w
         if self._mask is None or self._mask.device != self.weight.device:
             self.resample_noise_()
-        return self.weight * self._mask.to(self.weight.dtype)[..., None]
+        return w * self._mask.to(self.weight.dtype)[..., None]
 
     def complex_weight(self, dtype: torch.dtype | None = None) -> Tensor:
         """The (m1, m2', C_in, C_out) complex weight (masked in training), its real part in ``dtype``."""
@@ -174,6 +187,15 @@ class SpectralConv2d(nn.Module):
         gap = y.new_zeros(y.shape[0], self.out_channels, h - self.n_pos - self.n_neg, self.n_half)
         out = torch.cat([y[..., : self.n_pos, :], gap, y[..., self.n_pos:, :]], dim=-2)
         return torch.fft.irfft2(out, s=(h, w), norm="forward").to(like.dtype)
+
+
+def mode_taper(m1: int, m2: int, alpha: float) -> Tensor:
+    """The Gaussian taper of the kept modes (Eq. 17b), (m1, floor(m2/2)+1, 1, 1, 1) float64, rows in the weight's order:
+    exp(-alpha ((k1 / K1)^2 + (k2 / K2)^2)), k1 in [0, .., ceil(m1/2)-1, -floor(m1/2), .., -1], k2 in
+    [0, .., floor(m2/2)], K_i = max(m_i / 2, 1)."""
+    k1 = torch.cat([torch.arange(m1 - m1 // 2), torch.arange(-(m1 // 2), 0)]).double() / max(m1 / 2, 1.0)
+    k2 = torch.arange(m2 // 2 + 1).double() / max(m2 / 2, 1.0)
+    return torch.exp(-alpha * (k1[:, None] ** 2 + k2[None, :] ** 2))[:, :, None, None, None]
 
 
 DFT_MAX_PIXELS = 128 * 128  # the largest CPU input measured (docs/architecture.md): DFT faster up to here

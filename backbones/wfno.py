@@ -50,6 +50,8 @@ class WFNO2d(Backbone):
             (Eq. 18d): lets the network scale the input's pixel noise down where the noise level is high.
         block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
             Eq. 18c), e.g. ``[1, 2, 2, 1]`` for a U-shaped arrangement; ``None``: every block at full resolution.
+        mode_taper: alpha >= 0, a fixed Gaussian taper exp(-alpha |k / K|^2) of every spectral convolution's
+            kept modes (Eq. 17b; 0: none, the 0.2 and 0.3 designs); needs ``spectral_impl='ctcm'``.
         time_inputs: 1 (c_noise (B,)) or 2 (a flow map's pair (B, 2), Eq. 35: one embedding of both times,
             :class:`TimeEmbedding`).
         num_classes: K > 0: class-conditional, the label embedding added to the time embedding (Eq. 34; the
@@ -61,7 +63,8 @@ class WFNO2d(Backbone):
     resolution_agnostic = True
     #: the 0.2 design: a checkpoint written before every argument was stored rebuilds it (ctcm.build.stored_model)
     legacy_defaults = {"positional_grid": False, "time_channels": 0, "film": True, "lift_hidden": 0,
-                       "local_kernel": 3, "channel_mlp": 0.0, "block_scales": None, "lift_film": False}
+                       "local_kernel": 3, "channel_mlp": 0.0, "block_scales": None, "lift_film": False,
+                       "mode_taper": 0.0}
 
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, emb_dim: int | None = None,
@@ -69,8 +72,8 @@ class WFNO2d(Backbone):
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = True, time_channels: int = 16, film: bool = True,
                  lift_hidden: int | None = None, local_kernel: int = 1, channel_mlp: float = 0.5,
-                 block_scales: list[int] | None = None, lift_film: bool = False, time_inputs: int = 1,
-                 num_classes: int = 0) -> None:
+                 block_scales: list[int] | None = None, lift_film: bool = False, mode_taper: float = 0.0,
+                 time_inputs: int = 1, num_classes: int = 0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
@@ -95,7 +98,8 @@ class WFNO2d(Backbone):
         self.lift_film = nn.Linear(emb_dim, 2 * width) if lift_film else None
         self.blocks = nn.ModuleList(
             WeightedFourierBlock(width, emb_dim, modes, spectral_weight_drop, spectral_impl, spectral_transform,
-                                 dropout, film=film, local_kernel=local_kernel, channel_mlp=channel_mlp, scale=scale)
+                                 dropout, film=film, local_kernel=local_kernel, channel_mlp=channel_mlp, scale=scale,
+                                 taper=mode_taper)
             for scale in scales
         )
         self.project = nn.Sequential(

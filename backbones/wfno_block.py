@@ -43,6 +43,7 @@ class WeightedFourierBlock(nn.Module):
 
     Options (the design study, docs/results.md): ``film=False`` drops FiLM (time then enters through the
     lifting only), ``local_kernel=1`` drops W_3 (local path 1x1 only), ``channel_mlp=m > 0`` adds M,
+    ``taper=alpha`` tapers K's kept modes (Eq. 17b; K stays linear, so its tangent rule is unchanged),
     ``scale=s > 1`` runs the block on the s x s mean-pooled stream with modes // s and adds its bilinearly
     upsampled update: h <- h + Up(block(Down h) - Down h) (Eq. 18c; Down and Up are linear, so the tangent
     is the same map of the coarse tangent).
@@ -51,7 +52,8 @@ class WeightedFourierBlock(nn.Module):
 
     def __init__(self, width: int, emb_dim: int, modes: int | tuple[int, int], weight_drop: float,
                  spectral_impl: str, spectral_transform: str = "auto", dropout: float = 0.0, *,
-                 film: bool = True, local_kernel: int = 3, channel_mlp: float = 0.0, scale: int = 1) -> None:
+                 film: bool = True, local_kernel: int = 3, channel_mlp: float = 0.0, scale: int = 1,
+                 taper: float = 0.0) -> None:
         super().__init__()
         if local_kernel not in (1, 3):
             raise UserValueError(f"local_kernel must be 1 or 3, got {local_kernel!r}")
@@ -64,7 +66,9 @@ class WeightedFourierBlock(nn.Module):
         self.norm = group_norm(width)
         self.film = nn.Linear(emb_dim, 2 * width) if film else None
         if spectral_impl == "ctcm":
-            self.spectral = SpectralConv2d(width, width, modes, weight_drop, spectral_transform)
+            self.spectral = SpectralConv2d(width, width, modes, weight_drop, spectral_transform, taper)
+        elif taper:
+            raise UserValueError("a mode taper needs spectral_impl='ctcm' (neuraloperator's layer has none)")
         else:
             self.spectral = SPECTRAL_IMPLEMENTATIONS[spectral_impl](width, width, modes, weight_drop)
         self.conv1 = nn.Conv2d(width, width, 1)

@@ -150,6 +150,8 @@ WFNO_DESIGNS.update({
     "w3-modes6": ("0.3 design with 6 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=6"]),
     "w3-modes4": ("0.3 design with 4 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=4"]),
     "w3-modes10": ("0.3 design with 10 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=10"]),
+    **{f"w3-taper{a}": (f"0.3 design with a Gaussian mode taper, alpha {a} (Eq. 17b)",
+                        DESIGN_03 + [f"model.backbone.mode_taper={a}.0"]) for a in (1, 2)},
 })
 for _name, (_label, _overrides) in WFNO_DESIGNS.items():
     RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,

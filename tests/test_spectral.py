@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
+import ctcm
 from ctcm import ComplexSafeModule
 from ctcm_backbones.spectral import NeuralopSpectralConv2d, SpectralConv2d, contract_modes, weight_from_neuralop
 
@@ -132,3 +135,30 @@ def test_value_with_detached_tangent_shares_the_product_and_its_gradient(transfo
     ref = torch.autograd.grad((layer(x) * g).sum(), (x, layer.weight))
     for a, b in zip(grads, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("transform", ["dft", "fft"])
+@pytest.mark.parametrize(("modes", "k1", "k2"), [((8, 8), 3, 2), ((8, 8), -4, 4), ((6, 4), -2, 1), ((8, 8), 0, 0)])
+def test_the_mode_taper_scales_each_modes_response_by_its_gaussian(transform, modes, k1, k2):
+    """Eq. 17b: for the input exp(2 pi i (k1 y / H + k2 x / W)) (its real part), the tapered layer's output is
+    exp(-alpha ((k1 / (m1/2))^2 + (k2 / (m2/2))^2)) times the untapered one's with the same weight; the
+    factor written here from the formula, not from the layer's table. float64, both transforms."""
+    alpha, h, w = 1.3, 16, 12
+    torch.manual_seed(0)
+    plain = SpectralConv2d(2, 3, modes, transform=transform).double()
+    tapered = SpectralConv2d(2, 3, modes, transform=transform, taper=alpha).double()
+    tapered.load_state_dict(plain.state_dict())  # the taper is not state: the same keys, the same weight
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    wave = torch.cos(2 * torch.pi * (k1 * yy / h + k2 * xx / w))
+    z = torch.stack([wave, -2 * wave])[None]
+    expected = math.exp(-alpha * ((k1 / (modes[0] / 2)) ** 2 + (k2 / (modes[1] / 2)) ** 2))
+    ref = plain(z)
+    assert ref.abs().max() > 1e-3
+    torch.testing.assert_close(tapered(z), expected * ref, rtol=1e-10, atol=1e-10)
+
+
+def test_a_bad_mode_taper_is_refused():
+    with pytest.raises(ValueError, match="taper alpha must be >= 0"):
+        SpectralConv2d(2, 2, 4, taper=-1.0)
+    with pytest.raises(ValueError, match="mode taper needs spectral_impl='ctcm'"):
+        ctcm.create_backbone("wfno", width=8, n_layers=1, modes=4, spectral_impl="neuralop", mode_taper=1.0)

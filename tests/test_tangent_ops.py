@@ -18,9 +18,9 @@ F64 = torch.float64
 # every design option of the WFNO (docs/results.md, "Backbone design"), alone and together, besides the default
 DESIGNS = [{}, {"positional_grid": True}, {"time_channels": 4}, {"time_channels": 4, "film": False},
            {"lift_hidden": 6}, {"local_kernel": 1}, {"channel_mlp": 1.5},
-           {"n_layers": 3, "block_scales": [1, 2, 1]}, {"lift_film": True},
+           {"n_layers": 3, "block_scales": [1, 2, 1]}, {"lift_film": True}, {"mode_taper": 1.5},
            {"positional_grid": True, "time_channels": 3, "lift_hidden": 6, "local_kernel": 1, "channel_mlp": 1.0,
-            "block_scales": [2, 1], "lift_film": True}]
+            "block_scales": [2, 1], "lift_film": True, "mode_taper": 0.7}]
 
 
 def _close(pair, ref):
