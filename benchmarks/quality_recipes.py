@@ -152,6 +152,10 @@ WFNO_DESIGNS.update({
     "w3-modes10": ("0.3 design with 10 Fourier modes (vs 8)", DESIGN_03 + ["model.backbone.modes=10"]),
     **{f"w3-taper{a}": (f"0.3 design with a Gaussian mode taper, alpha {a} (Eq. 17b)",
                         DESIGN_03 + [f"model.backbone.mode_taper={a}.0"]) for a in (1, 2)},
+    "w3-liftfilm": ("0.3 design with FiLM of the lifted input (Eq. 18d)",
+                    DESIGN_03 + ["model.backbone.lift_film=true"]),
+    "w3-nofilm": ("0.3 design without per-block FiLM (time as input channels only)",
+                  DESIGN_03 + ["model.backbone.film=false"]),
 })
 for _name, (_label, _overrides) in WFNO_DESIGNS.items():
     RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,
