@@ -46,7 +46,8 @@ class WFNO2d(Backbone):
             ``None`` (default): L = 2 * width.
         local_kernel: 3 (W_1 and W_3 in each block) or 1 (W_1 only).
         channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b). ``0`` is the
-            study's one-step option (`w-no-mlp`: 0.68x the step; better one-step, worse two-step FID at 2x).
+            study's one-step option (`w-no-mlp`: 0.76x the 0.3 step at the CPU size; better one-step and worse
+            two-step FID@1k at 2x, docs/results.md).
         lift_film: FiLM of the lifted input by the time embedding, h_0 = L(x) (1 + gamma_0(e)) + beta_0(e)
             (Eq. 18d): lets the network scale the input's pixel noise down where the noise level is high.
         block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
