@@ -22,7 +22,7 @@ import ctcm
 from ctcm.engine.config import TrainConfig, load_train_config
 
 from .models import n_parameters
-from .quality import REPO, SIZE_OVERRIDES, SIZES, budget, resolve_recipe
+from .quality_plan import REPO, SIZE_OVERRIDES, SIZES, budget, resolve_recipe
 from .timing import measure
 
 

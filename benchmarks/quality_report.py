@@ -11,6 +11,10 @@ from .quality_budget import compute_units
 METRICS = ("fd8_1step", "fd8_2step", "fid_1step", "fid_2step")
 
 
+def _value(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def _spread(values: list[float]) -> str:
     """mean ± half-range over seeds (one value: the value)."""
     values = [v for v in values if v is not None]
@@ -70,9 +74,8 @@ def markdown(results: dict[str, Any]) -> str:
              *_cost_lines(results),
              "", "| recipe | images seen | compute | fd8 1-step | fd8 2-step | FID 1-step | FID 2-step | per seed "
              "(fd8 1/2, FID 1/2) | train wall / run |", "|---|---|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for row in summary(results):
-        per_seed = "; ".join(f"s{k}: " + "/".join(fmt(row[mm].get(k)) for mm in METRICS) for k in row["seeds"])
+        per_seed = "; ".join(f"s{k}: " + "/".join(_value(row[mm].get(k)) for mm in METRICS) for k in row["seeds"])
         wall = "-" if row["train_wall_s"] is None else f"{row['train_wall_s'] / 60:.1f} min"
         compute = "-" if row["compute"] is None else f"{row['compute']:,.0f}"
         lines.append(f"| {row['recipe']} ({row['label']}) | {row['images']:,} | {compute} | "

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .quality import OFFLINE_ZIP, default_data
+from .quality_plan import OFFLINE_ZIP, default_data
 from .quality_eval import SAMPLE_SEED, fd8_reference, fid_of, fid_reference
 
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks/` lives at the repo root
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from benchmarks.quality import Settings, plan_run, run_quality  # noqa: E402
-from benchmarks.quality_budget import compute_units, equal_compute_images, step_costs  # noqa: E402
+from benchmarks.quality import run_quality
+from benchmarks.quality_plan import Settings, plan_run
+from benchmarks.quality_budget import compute_units, equal_compute_images, step_costs
 
 
 @given(images=st.integers(32, 10**6), batch=st.integers(1, 512),

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import quality
-from benchmarks.quality import Settings, plan_run, resolve_recipe, run_quality, train_run
+from benchmarks.quality import run_quality
+from benchmarks.quality_jobs import train_run
+from benchmarks.quality_plan import Settings, budget, plan_run, resolve_recipe
+from benchmarks.quality_recipes import RECIPES
 from benchmarks.quality_eval import sample_statistics_path
 
 TWO_PHASE = {"label": "two phases", "config": None, "overrides": [],
@@ -25,7 +27,7 @@ def _settings(tmp_path: Path, **kw) -> Settings:
 
 
 def test_plans_commands_and_two_phase_layout(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(quality.RECIPES, "two", TWO_PHASE)
+    monkeypatch.setitem(RECIPES, "two", TWO_PHASE)
     s = _settings(tmp_path, images=96, points=4)
     one, two = plan_run(s, "default", 1), plan_run(s, "two", 1)
     assert one["dir"] == str(tmp_path / "runs" / "cpu" / "default" / "seed1") and len(one["phases"]) == 1
@@ -43,7 +45,7 @@ def test_plans_commands_and_two_phase_layout(tmp_path, monkeypatch) -> None:
     assert any(o.startswith("model.backbone={name: unet") for o in resolve_recipe("unet", "cpu")["overrides"])
     assert "recipe=fno-cifar" in resolve_recipe("fno", "gpu")["overrides"]
     # budget-relative settings follow each phase's steps
-    assert quality.budget("gap: {name: ect, stage_steps: $STEPS/4}", 2000) == "gap: {name: ect, stage_steps: 500}"
+    assert budget("gap: {name: ect, stage_steps: $STEPS/4}", 2000) == "gap: {name: ect, stage_steps: 500}"
     ect = plan_run(s, "denoise-ect", 0)["phases"][1]["command"]
     assert any("stage_steps: 1}" in a for a in ect)  # 6 steps // 4
     # a run whose final checkpoints exist is not trained (runs started by hand with this layout are picked up)
@@ -75,7 +77,7 @@ def _have_fid_weights() -> bool:
 @pytest.mark.slow
 def test_quality_end_to_end_on_embedded_data_then_cached(tmp_path, monkeypatch) -> None:
     # train.py gains --init-from separately; until then phase 2 starts afresh (the same code path otherwise)
-    monkeypatch.setitem(quality.RECIPES, "two", {**TWO_PHASE, "phases": [
+    monkeypatch.setitem(RECIPES, "two", {**TWO_PHASE, "phases": [
         TWO_PHASE["phases"][0], {**TWO_PHASE["phases"][1], "init_from_previous": _supports_init_from()}]})
     monkeypatch.setenv("CTCM_CACHE_DIR", str(tmp_path / "cache"))
     n_fid = 6 if _have_fid_weights() else 0
