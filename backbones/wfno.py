@@ -20,10 +20,11 @@ from .wfno_block import WeightedFourierBlock
 class WFNO2d(Backbone):
     """Weighted Fourier Neural Operator in 2-D, conditioned per sample on c_noise.
 
-    The defaults are the 0.3 design, the winner of the design study (docs/results.md, "Backbone design"):
-    coordinate-grid and time input channels, a two-layer lifting MLP, a 1x1 local path and a channel MLP in
-    each block, per-block FiLM and the learned weights kept. The 0.2 design is ``legacy_defaults`` (what
-    checkpoints written before 0.3 rebuild).
+    The defaults are the 0.4 design, the winner of the design study (docs/results.md, "Backbone design"):
+    coordinate-grid and time input channels, a 1x1 lifting, a 1x1 local path and a channel MLP in each block,
+    per-block FiLM and the learned weights kept. The 0.3 design is ``lift_hidden=None`` (a two-layer lifting
+    MLP; 0.3 checkpoints store it); the 0.2 design is ``legacy_defaults`` (what checkpoints written before 0.3
+    rebuild).
 
     Args:
         in_channels, out_channels: image channels (out defaults to in).
@@ -42,12 +43,12 @@ class WFNO2d(Backbone):
         time_channels: T > 0 appends a linear map of the time embedding (B, T) as T constant channels to
             the input (as the FNO does), besides or instead of FiLM.
         film: per-block FiLM of the time embedding (``False``: time enters through ``time_channels`` only).
-        lift_hidden: 0 lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden channels;
-            ``None`` (default): L = 2 * width.
+        lift_hidden: 0 (default) lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden
+            channels; ``None``: L = 2 * width (the 0.3 design's default, which its checkpoints store).
         local_kernel: 3 (W_1 and W_3 in each block) or 1 (W_1 only).
-        channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b). ``0`` is the
-            study's one-step option (`w-no-mlp`: 0.76x the 0.3 step at the CPU size; better one-step and worse
-            two-step FID@1k at 2x, docs/results.md).
+        channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b); ``0``: none
+            (on the 0.3 design, `w-no-mlp`: 0.76x its step, and at 2x behind the 0.4 default in one- and
+            two-step FID@1k, docs/results.md).
         lift_film: FiLM of the lifted input by the time embedding, h_0 = L(x) (1 + gamma_0(e)) + beta_0(e)
             (Eq. 18d): lets the network scale the input's pixel noise down where the noise level is high.
         block_scales: per block, the factor s of the resolution it works at (1: full; 2: half, with modes // 2;
@@ -73,7 +74,7 @@ class WFNO2d(Backbone):
                  n_freqs: int = 16, max_freq: float = 8.0, spectral_weight_drop: float = 0.0,
                  spectral_impl: str = "ctcm", spectral_transform: str = "auto", dropout: float = 0.0,
                  positional_grid: bool = True, time_channels: int = 16, film: bool = True,
-                 lift_hidden: int | None = None, local_kernel: int = 1, channel_mlp: float = 0.5,
+                 lift_hidden: int | None = 0, local_kernel: int = 1, channel_mlp: float = 0.5,
                  block_scales: list[int] | None = None, lift_film: bool = False, mode_taper: float = 0.0,
                  time_inputs: int = 1, num_classes: int = 0) -> None:
         super().__init__()

@@ -117,7 +117,7 @@ def test_quality_cost_times_each_recipes_step() -> None:
 
     rows = quality_cost("cpu", ["ect", "unet"], repeats=1)
     assert [r["recipe"] for r in rows] == ["ect", "unet"] and rows[0]["ratio"] == 1.0
-    assert rows[0]["params"] == 112_051 and rows[1]["params"] == 122_145  # tiny.yaml's WFNO (0.3), the U-Net
+    assert rows[0]["params"] == 110_347 and rows[1]["params"] == 122_145  # tiny.yaml's WFNO (0.4), the U-Net
     assert all(r["step_s"] > 0 and r["images_per_s"] == r["batch"] / r["step_s"] for r in rows)
 
 
@@ -132,8 +132,9 @@ def test_quality_cost_unknown_recipe_is_one_line(capsys) -> None:
 def test_the_design_recipes_mean_the_same_runs_whatever_the_defaults() -> None:
     """The study's `w-*` / `w3-*` recipes pin their design and size (``@backbone:wfno-study``), so a change of
     the defaults or of tiny.yaml does not change their runs: `w-fnolike` is the 0.3 model of the study's tables
-    (112,051 parameters, 8 modes; at the GPU size width 130 and 16 modes), the same function as `ect` (which
-    follows the defaults), and `w3-modes6` differs from it in the modes alone."""
+    (112,051 parameters, 8 modes; at the GPU size width 130 and 16 modes), `w3-modes6` differs from it in the
+    modes alone, and `w-no-lift` (0.3 without its lifting MLP) is the same function as `ect`, which follows the
+    defaults (the 0.4 design)."""
     import torch
 
     import ctcm
@@ -145,7 +146,7 @@ def test_the_design_recipes_mean_the_same_runs_whatever_the_defaults() -> None:
     gpu = recipe_config("w-fnolike", "gpu").model.backbone.kwargs
     assert (gpu["width"], gpu["modes"]) == (130, 16)
     assert recipe_config("w3-modes6", "cpu").model.backbone.kwargs == {**study.backbone.kwargs, "modes": 6}
-    old, new = (ctcm.build(recipe_config(r, "cpu").model).double().eval() for r in ("w-fnolike", "ect"))
-    new.load_state_dict(old.state_dict())  # the same architecture (lift_hidden None = 2 x 24 = 48) ...
+    old, new = (ctcm.build(recipe_config(r, "cpu").model).double().eval() for r in ("w-no-lift", "ect"))
+    new.load_state_dict(old.state_dict())  # the same architecture (lift_hidden 0: one 1x1 lifting) ...
     x, t = torch.randn(2, 3, 32, 32, dtype=torch.float64), torch.tensor([0.2, 0.9], dtype=torch.float64)
     assert torch.equal(old(x, t), new(x, t))  # ... computing the same function

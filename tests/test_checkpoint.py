@@ -211,3 +211,21 @@ def test_a_0_2_wfno_checkpoint_rebuilds_the_0_2_design_when_the_defaults_change(
     assert {k: again.config.backbone.kwargs[k] for k in legacy} == legacy
     x, t = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0.3, 0.9], dtype=torch.float64)
     assert torch.equal(again(x, t), model(x, t))
+
+
+def test_a_0_3_wfno_checkpoint_rebuilds_the_0_3_design_after_the_0_4_default(tmp_path):
+    """0.4 moved ``lift_hidden``'s default from ``None`` (a two-layer lifting MLP of 2 x width) to 0 (one 1x1
+    convolution). A 0.3 checkpoint stores ``lift_hidden: None``, so it must rebuild the two-layer lifting and
+    the same function, while a model built today has the one-layer lifting."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    old = ctcm.build("wfno-cifar", backbone={**TINY_WFNO, "lift_hidden": None}, resolution=8).double().eval()
+    path = ctcm.save_checkpoint(tmp_path / "m.pt", old)
+    assert ctcm.read_checkpoint(path)["config"]["backbone"]["lift_hidden"] is None
+    again = ctcm.load_checkpoint(path).double().eval()
+    lift = again.backbone.lift
+    assert isinstance(lift, nn.Sequential) and lift[0].out_channels == 2 * TINY_WFNO["width"]
+    assert isinstance(ctcm.build("wfno-cifar", backbone=TINY_WFNO, resolution=8).backbone.lift, nn.Conv2d)
+    x, t = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0.3, 0.9], dtype=torch.float64)
+    assert torch.equal(again(x, t), old(x, t))
