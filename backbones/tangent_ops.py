@@ -9,8 +9,9 @@ tensor zz = [z; dz] of 2B rows (value rows first), so that
 * a nonlinearity writes its value and its tangent straight into the two halves of a new packed tensor
   (:func:`pointwise_packed`; no ``torch.cat`` copy when no graph is recorded), with the tangent computed
   by the nonlinearity's own backward kernel: gelu'(u) du is ``gelu_backward(du, u)``;
-* GroupNorm's tangent comes from its fused statistics and two fused passes (:func:`modulated_norm_tangent`),
-  from the value's y and 1/s: a forward that keeps them gives the tangent without recomputing the value.
+* GroupNorm's tangent is GroupNorm's own backward kernel applied to the tangent (its Jacobian is
+  symmetric; :func:`modulated_norm_tangent`), from the value's statistics: a forward that keeps them gives
+  the tangent without recomputing the value.
 
 Every rule is tested against ``torch.func.jvp`` in float64, values, tangents and parameter gradients.
 """
@@ -107,13 +108,23 @@ def pointwise_packed(name: str, u: Tensor, du: Tensor) -> Tensor:
     return out
 
 
-def group_norm_stats(h: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor]:
-    """y = GroupNorm(h) without affine, and 1/s per (sample, channel) (B, C, 1, ...), in float32 at least
-    (a bf16 variance loses the tangent's cancellations). Differentiable. Shapes: h (B, C, ...)."""
+class NormStats(NamedTuple):
+    """GroupNorm(h) without affine and what its tangent needs. Shapes: y (B, C, ...); rstd, 1/s per (sample,
+    channel), (B, C, 1, ...); h, the input in float32 at least; mean_g, rstd_g per (sample, group), (B, G)."""
+    y: Tensor
+    rstd: Tensor
+    h: Tensor
+    mean_g: Tensor
+    rstd_g: Tensor
+
+
+def group_norm_stats(h: Tensor, groups: int, eps: float) -> NormStats:
+    """y = GroupNorm(h) without affine, with its statistics, in float32 at least (a bf16 variance loses the
+    tangent's cancellations). Differentiable. Shapes: h (B, C, ...)."""
     h = h.to(torch.promote_types(h.dtype, torch.float32))
     b, c = h.shape[:2]
-    y, _, rstd = torch.native_group_norm(h, None, None, b, c, h[0, 0].numel(), groups, eps)
-    return y, _per_channel(rstd, h)
+    y, mean, rstd = torch.native_group_norm(h, None, None, b, c, h[0, 0].numel(), groups, eps)
+    return NormStats(y, _per_channel(rstd, h), h, mean, rstd)
 
 
 def _per_channel(stat: Tensor, like: Tensor) -> Tensor:
@@ -122,16 +133,26 @@ def _per_channel(stat: Tensor, like: Tensor) -> Tensor:
     return stat.repeat_interleave(c // stat.shape[1], dim=1).view((b, c) + (1,) * (like.ndim - 2))
 
 
-def modulated_norm_tangent(y: Tensor, rstd: Tensor, dh: Tensor, groups: int, scale: Tensor | float,
+def modulated_norm_tangent(stats: NormStats, dh: Tensor, groups: int, scale: Tensor | float,
                            dscale: Tensor | float, dshift: Tensor | float, out: Tensor | None = None) -> Tensor:
-    """The tangent of u = y scale + shift, y = GroupNorm(h) (Eq. 20, 30), from y and 1/s of
-    :func:`group_norm_stats`: du = dy scale + y dscale + dshift with dy = (dh - mean(dh) - y mean(y dh)) / s,
-    written as dh (scale / s) + y (dscale - scale mean(y dh) / s) + (dshift - scale mean(dh) / s): one
-    statistics pass and two fused passes, the last written into ``out`` if given (no graph: ``out=`` is not
-    differentiable). Shapes: y, dh (B, C, H, W); rstd and the rest (B, C, 1, 1) or floats."""
-    b = y.shape[0]
+    """The tangent of u = y scale + shift, y = GroupNorm(h) (Eq. 20, 30), from the value's
+    :func:`group_norm_stats`: du = dy scale + y dscale + dshift with dy = (dh - mean(dh) - y mean(y dh)) / s.
+    The normalisation's Jacobian is symmetric (Eq. 20), so without a graph to record dy is GroupNorm's own
+    backward kernel applied to dh (one fused pass); with one, dy scale is written as dh (scale / s) +
+    y (-scale mean(y dh) / s) - scale mean(dh) / s, in differentiable ops. The last pass is written into
+    ``out`` if given (no graph: ``out=`` is not differentiable). Shapes: dh (B, C, H, W); scale, dscale,
+    dshift (B, C, 1, 1) or floats."""
+    y, rstd = stats.y, stats.rstd
     dh = dh.to(y.dtype)
-    yg, dhg = y.view(b, groups, -1), dh.reshape(b, groups, -1)
+    moving = isinstance(dscale, Tensor) or dscale != 0.0 or isinstance(dshift, Tensor) or dshift != 0.0
+    if not _recording(dh, y, *(v for v in (scale, dscale, dshift) if isinstance(v, Tensor))):
+        b, c = y.shape[:2]
+        dy = torch.ops.aten.native_group_norm_backward(dh, stats.h, stats.mean_g, stats.rstd_g, None, b, c,
+                                                      y[0, 0].numel(), groups, [True, False, False])[0]
+        if not moving:
+            return torch.mul(dy, scale, out=out) if out is not None else dy.mul_(scale)
+        return torch.addcmul(torch.addcmul(dshift, y, dscale), dy, scale, out=out)
+    yg, dhg = y.view(y.shape[0], groups, -1), dh.reshape(y.shape[0], groups, -1)
     mean_dh = _per_channel(dhg.mean(-1), y)
     mean_ydh = _per_channel(torch.linalg.vecdot(yg, dhg) / yg.shape[-1], y)  # one pass (einsum: 6x slower)
     a = scale * rstd
@@ -142,8 +163,8 @@ def modulated_norm_pair(h: Tensor, dh: Tensor, groups: int, eps: float, scale: T
                         dscale: Tensor | float, dshift: Tensor | float) -> Pair:
     """u = y scale + shift with y = GroupNorm(h) (no affine), and its tangent (:func:`modulated_norm_tangent`).
     Shapes: h, dh (B, C, H, W); scale, shift, dscale, dshift (B, C, 1, 1)."""
-    y, rstd = group_norm_stats(h, groups, eps)
-    return torch.addcmul(shift, y, scale), modulated_norm_tangent(y, rstd, dh, groups, scale, dscale, dshift)
+    stats = group_norm_stats(h, groups, eps)
+    return torch.addcmul(shift, stats.y, scale), modulated_norm_tangent(stats, dh, groups, scale, dscale, dshift)
 
 
 def _norm_affine(norm: nn.GroupNorm, y: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor | float]:
@@ -160,9 +181,9 @@ def group_norm_pair(norm: nn.GroupNorm, h: Tensor, dh: Tensor) -> Pair:
     """GroupNorm and its tangent: y gamma + beta and dy gamma, gamma as the scale of
     :func:`modulated_norm_tangent` (no pass of its own); computed in float32 at least, returned in h's dtype
     (as ``nn.GroupNorm``)."""
-    y, rstd = group_norm_stats(h, norm.num_groups, norm.eps)
-    value, gamma = _norm_affine(norm, y)
-    return value.to(h.dtype), modulated_norm_tangent(y, rstd, dh, norm.num_groups, gamma, 0.0, 0.0).to(h.dtype)
+    stats = group_norm_stats(h, norm.num_groups, norm.eps)
+    value, gamma = _norm_affine(norm, stats.y)
+    return value.to(h.dtype), modulated_norm_tangent(stats, dh, norm.num_groups, gamma, 0.0, 0.0).to(h.dtype)
 
 
 def group_norm_packed(norm: nn.GroupNorm, zz: Tensor) -> Tensor:
@@ -171,10 +192,10 @@ def group_norm_packed(norm: nn.GroupNorm, zz: Tensor) -> Tensor:
     h, dh = unpack(zz)
     if _recording(zz, *norm.parameters()) or zz.dtype != torch.promote_types(zz.dtype, torch.float32):
         return pack(*group_norm_pair(norm, h, dh))
-    y, rstd = group_norm_stats(h, norm.num_groups, norm.eps)
+    stats = group_norm_stats(h, norm.num_groups, norm.eps)
     out = torch.empty_like(zz)
-    _, gamma = _norm_affine(norm, y, out=out[: h.shape[0]])
-    modulated_norm_tangent(y, rstd, dh, norm.num_groups, gamma, 0.0, 0.0, out=out[h.shape[0]:])
+    _, gamma = _norm_affine(norm, stats.y, out=out[: h.shape[0]])
+    modulated_norm_tangent(stats, dh, norm.num_groups, gamma, 0.0, 0.0, out=out[h.shape[0]:])
     return out
 
 
@@ -231,9 +252,9 @@ def sequential_tangent(seq: nn.Sequential, inputs: list[Tensor | None], dz: Tens
     for layer, u in zip(seq, inputs):
         if isinstance(layer, nn.GroupNorm):
             assert u is not None
-            y, rstd = group_norm_stats(u, layer.num_groups, layer.eps)
+            stats = group_norm_stats(u, layer.num_groups, layer.eps)
             scale = layer.weight.view((1, -1) + (1,) * (u.ndim - 2)) if layer.affine else 1.0
-            dz = modulated_norm_tangent(y, rstd, dz, layer.num_groups, scale, 0.0, 0.0).to(u.dtype)
+            dz = modulated_norm_tangent(stats, dz, layer.num_groups, scale, 0.0, 0.0).to(u.dtype)
         elif isinstance(layer, (nn.GELU, nn.SiLU)) and u is not None:
             if isinstance(layer, nn.GELU) and layer.approximate != "none":
                 raise TypeError("no forward-mode rule for the tanh-approximate GELU; use torch.func.jvp instead")

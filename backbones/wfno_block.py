@@ -151,7 +151,7 @@ class WeightedFourierBlock(nn.Module):
 
     def _forward(self, h: Tensor, emb: Tensor) -> Tensor:
         scale, shift = self.full_modulation(emb)
-        y, _ = group_norm_stats(h, self.norm.num_groups, self.norm.eps)
+        y = group_norm_stats(h, self.norm.num_groups, self.norm.eps).y
         z = to_compute_dtype(self.dropout(F.gelu(torch.addcmul(shift, y, scale))), h)
         h = h + self.local(z, self.spectral(z))
         return h if self.mlp is None else h + self.mlp(h)
@@ -159,12 +159,12 @@ class WeightedFourierBlock(nn.Module):
     def _forward_and_detached_tangent(self, h: Tensor, dh: Tensor, emb: Tensor,
                                       demb: Tensor) -> tuple[Tensor, Tensor]:
         scale, shift = self.full_modulation(emb)
-        y, rstd = group_norm_stats(h, self.norm.num_groups, self.norm.eps)
-        u = torch.addcmul(shift, y, scale)
+        stats = group_norm_stats(h, self.norm.num_groups, self.norm.eps)
+        u = torch.addcmul(shift, stats.y, scale)
         z = to_compute_dtype(self.dropout(F.gelu(u)), h)
         with torch.no_grad():
             dscale, dshift = self.tangent_modulation(demb)
-            du = modulated_norm_tangent(y, rstd, dh, self.norm.num_groups, scale, dscale, dshift)
+            du = modulated_norm_tangent(stats, dh, self.norm.num_groups, scale, dscale, dshift)
             dz = to_compute_dtype(self.dropout(pointwise_tangent("gelu", u, du)), dh)  # the step's mask
         k, dk = self.spectral.forward_with_detached_tangent(z, dz)
         h = h + self.local(z, k)

@@ -10,8 +10,9 @@ from torch import nn
 
 import ctcm
 from conftest import TINY_WFNO, tiny_model
-from ctcm_backbones.tangent_ops import (group_norm_packed, group_norm_pair, linear_packed, pack, pointwise_packed,
-                                       sequential_pair, sequential_saving, sequential_tangent, unpack)
+from ctcm_backbones.tangent_ops import (group_norm_packed, group_norm_pair, group_norm_stats, linear_packed,
+                                       modulated_norm_tangent, pack, pointwise_packed, sequential_pair,
+                                       sequential_saving, sequential_tangent, unpack)
 
 F64 = torch.float64
 
@@ -49,6 +50,28 @@ def test_gelu_and_group_norm_rules(seed, scale):
     plain = torch.func.jvp(lambda v: nn.functional.group_norm(v, 4, eps=norm.eps), (h,), (dh,))
     with torch.no_grad():
         _close(unpack(group_norm_packed(norm, pack(h, dh))), plain)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), groups=st.sampled_from([1, 2, 3, 6]))
+def test_modulated_group_norm_tangent_by_the_backward_kernel_equals_jvp(seed, groups):
+    """Without a graph the tangent of u = GroupNorm(h) scale + shift is GroupNorm's backward kernel applied to
+    dh (its Jacobian is symmetric, Eq. 20); with one, the differentiable formula: both equal torch.func.jvp of
+    u(h, scale, shift) along (dh, dscale, dshift), in float64, with and without the modulation's tangent."""
+    g = torch.Generator().manual_seed(seed)
+    h, dh = (torch.randn(2, 6, 4, 5, dtype=F64, generator=g) for _ in range(2))
+    scale, shift, dscale, dshift = (torch.randn(2, 6, 1, 1, dtype=F64, generator=g) for _ in range(4))
+    u = lambda v, a, b: nn.functional.group_norm(v, groups, eps=1e-5) * a + b
+    for tangents in [(dscale, dshift), (0.0, 0.0)]:
+        ref = torch.func.jvp(u, (h, scale, shift), (dh, *(torch.zeros_like(scale) if isinstance(t, float) else t
+                                                          for t in tangents)))[1]
+        with torch.no_grad():  # the kernel path
+            kernel = modulated_norm_tangent(group_norm_stats(h, groups, 1e-5), dh, groups, scale, *tangents)
+        a = scale.clone().requires_grad_()  # a graph through the scale: the differentiable path
+        graph = modulated_norm_tangent(group_norm_stats(h, groups, 1e-5), dh, groups, a, *tangents)
+        assert graph.requires_grad
+        torch.testing.assert_close(kernel, ref, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(graph.detach(), ref, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("layer", [nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 1, bias=False)])
