@@ -94,8 +94,11 @@ class WFNO2d(Backbone):
         self.embed = TimeEmbedding(emb_dim, n_freqs, max_freq, time_inputs, num_classes)
         self.time_proj = nn.Linear(emb_dim, time_channels) if time_channels > 0 else None
         lift_in = in_channels + (2 if positional_grid else 0) + max(time_channels, 0)
+        if lift_hidden is not None and lift_hidden < 0:
+            raise UserValueError(f"lift_hidden must be 0 (one 1x1 lifting), a positive width or None (2 x width), "
+                                 f"got {lift_hidden}")
         lift_hidden = 2 * width if lift_hidden is None else lift_hidden
-        self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden <= 0 else
+        self.lift: nn.Module = (nn.Conv2d(lift_in, width, 1) if lift_hidden == 0 else
                                 nn.Sequential(nn.Conv2d(lift_in, lift_hidden, 1), nn.GELU(),
                                               nn.Conv2d(lift_hidden, width, 1)))
         self.lift_film = nn.Linear(emb_dim, 2 * width) if lift_film else None

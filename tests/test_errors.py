@@ -79,6 +79,8 @@ def test_plugin_argument_checks_are_user_errors():
     """The reference plugins' checks of their arguments are user errors (one line on the CLI), still ValueErrors."""
     with pytest.raises(UserValueError, match=r"dropout must be in \[0, 1\)"):
         ctcm.create_backbone("wfno", dropout=1.5)
+    with pytest.raises(UserValueError, match="lift_hidden must be 0 .* got -3"):
+        ctcm.create_backbone("wfno", lift_hidden=-3)
     with pytest.raises(UserValueError, match="unknown weighting"):
         ctcm.create_objective("consistency", weighting="heavy")
     with pytest.raises(UserValueError, match="p_std must be > 0"):
