@@ -46,6 +46,9 @@ class WFNO2d(Backbone):
         lift_hidden: 0 (default) lifts by one 1x1 convolution; L > 0 by a two-layer channel MLP with L hidden
             channels; ``None``: L = 2 * width (the 0.3 design's default, which its checkpoints store).
         local_kernel: 3 (W_1 and W_3 in each block) or 1 (W_1 only).
+        local3_init: with ``local_kernel=3``, the initial per-channel weight a_3 of W_3 (``None``: 1/3, as
+            a_s and a_1); ``0`` shuts the 3x3 path at initialisation, so the network starts as its 1x1 form
+            and training opens the path (Eq. 18; the study's `w4-k3gate`).
         channel_mlp: m > 0 adds a per-block channel MLP of m * width hidden channels (Eq. 18b); ``0``: none
             (on the 0.3 design, `w-no-mlp`: 0.76x its step, and at 2x behind the 0.4 default in one- and
             two-step FID@1k, docs/results.md).
@@ -67,7 +70,7 @@ class WFNO2d(Backbone):
     #: the 0.2 design: a checkpoint written before every argument was stored rebuilds it (ctcm.build.stored_model)
     legacy_defaults = {"positional_grid": False, "time_channels": 0, "film": True, "lift_hidden": 0,
                        "local_kernel": 3, "channel_mlp": 0.0, "block_scales": None, "lift_film": False,
-                       "mode_taper": 0.0}
+                       "mode_taper": 0.0, "local3_init": None}
 
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, width: int = 128,
                  n_layers: int = 6, modes: int | tuple[int, int] = 16, emb_dim: int | None = None,
@@ -76,7 +79,7 @@ class WFNO2d(Backbone):
                  positional_grid: bool = True, time_channels: int = 16, film: bool = True,
                  lift_hidden: int | None = 0, local_kernel: int = 1, channel_mlp: float = 0.5,
                  block_scales: list[int] | None = None, lift_film: bool = False, mode_taper: float = 0.0,
-                 time_inputs: int = 1, num_classes: int = 0) -> None:
+                 local3_init: float | None = None, time_inputs: int = 1, num_classes: int = 0) -> None:
         super().__init__()
         if spectral_impl not in SPECTRAL_IMPLEMENTATIONS:
             raise UserValueError(f"spectral_impl must be one of {sorted(SPECTRAL_IMPLEMENTATIONS)}, "
@@ -105,7 +108,7 @@ class WFNO2d(Backbone):
         self.blocks = nn.ModuleList(
             WeightedFourierBlock(width, emb_dim, modes, spectral_weight_drop, spectral_impl, spectral_transform,
                                  dropout, film=film, local_kernel=local_kernel, channel_mlp=channel_mlp, scale=scale,
-                                 taper=mode_taper)
+                                 taper=mode_taper, local3_init=local3_init)
             for scale in scales
         )
         self.project = nn.Sequential(

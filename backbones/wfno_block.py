@@ -43,7 +43,8 @@ class WeightedFourierBlock(nn.Module):
 
     Options (the design study, docs/results.md): ``film=False`` drops FiLM (time then enters through the
     lifting only), ``local_kernel=1`` drops W_3 (local path 1x1 only), ``channel_mlp=m > 0`` adds M,
-    ``taper=alpha`` tapers K's kept modes (Eq. 17b; K stays linear, so its tangent rule is unchanged),
+    ``local3_init=a`` starts a_3 at a instead of 1/3 (``0``: the 3x3 path is shut at initialisation, the
+    block starts as its ``local_kernel=1`` form, and a_3 is learned open), ``taper=alpha`` tapers K's kept modes (Eq. 17b; K stays linear, so its tangent rule is unchanged),
     ``scale=s > 1`` runs the block on the s x s mean-pooled stream with modes // s and adds its bilinearly
     upsampled update: h <- h + Up(block(Down h) - Down h) (Eq. 18c; Down and Up are linear, so the tangent
     is the same map of the coarse tangent).
@@ -53,10 +54,12 @@ class WeightedFourierBlock(nn.Module):
     def __init__(self, width: int, emb_dim: int, modes: int | tuple[int, int], weight_drop: float,
                  spectral_impl: str, spectral_transform: str = "auto", dropout: float = 0.0, *,
                  film: bool = True, local_kernel: int = 3, channel_mlp: float = 0.0, scale: int = 1,
-                 taper: float = 0.0) -> None:
+                 taper: float = 0.0, local3_init: float | None = None) -> None:
         super().__init__()
         if local_kernel not in (1, 3):
             raise UserValueError(f"local_kernel must be 1 or 3, got {local_kernel!r}")
+        if local3_init is not None and local_kernel != 3:
+            raise UserValueError(f"local3_init={local3_init} sets the 3x3 path's weight a_3: it needs local_kernel=3")
         if scale < 1:
             raise UserValueError(f"a block's scale must be a positive integer, got {scale!r}")
         self.scale = scale
@@ -74,6 +77,9 @@ class WeightedFourierBlock(nn.Module):
         self.conv1 = nn.Conv2d(width, width, 1)
         self.conv3 = nn.Conv2d(width, width, 3, padding=1) if local_kernel == 3 else None
         self.mix = nn.Parameter(torch.full((local_kernel // 2 + 2, width, 1, 1), 1.0 / 3.0))
+        if local3_init is not None:
+            with torch.no_grad():
+                self.mix[2] = local3_init
         hidden = round(channel_mlp * width)
         self.mlp = (nn.Sequential(group_norm(width), nn.Conv2d(width, hidden, 1), nn.GELU(),
                                   nn.Conv2d(hidden, width, 1)) if hidden > 0 else None)

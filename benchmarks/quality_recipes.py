@@ -157,6 +157,11 @@ WFNO_DESIGNS.update({
     "w3-nofilm": ("0.3 design without per-block FiLM (time as input channels only)",
                   DESIGN_03 + ["model.backbone.film=false"]),
 })
+# from the 0.4 design (`w-no-lift`, docs/results.md "A 3x3 path that opens"): texture at larger budgets
+DESIGN_04 = [o for k, o in FNOLIKE_PARTS.items() if k != "lift"]
+WFNO_DESIGNS["w4-k3gate"] = ("0.4 design with a 3x3 path shut at initialisation (a_3 = 0)",
+                             [o for o in DESIGN_04 if o != FNOLIKE_PARTS["k1"]]
+                             + ["model.backbone.local_kernel=3", "model.backbone.local3_init=0.0"])
 for _name, (_label, _overrides) in WFNO_DESIGNS.items():
     RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,
                       "overrides": DESIGN_02 + _overrides}

@@ -201,7 +201,8 @@ def test_a_0_2_wfno_checkpoint_rebuilds_the_0_2_design_when_the_defaults_change(
     old = tmp_path / "old.pt"
     torch.save(payload, old)
     other = {"positional_grid": True, "time_channels": 4, "film": False, "lift_hidden": 6, "local_kernel": 1,
-             "channel_mlp": 1.0, "block_scales": None, "lift_film": True, "mode_taper": 1.0}
+             "channel_mlp": 1.0, "block_scales": None, "lift_film": True, "mode_taper": 1.0,
+             "local3_init": None}  # a 1x1 local path has no a_3 to start elsewhere
     assert set(other) == set(legacy)
     params = list(inspect.signature(WFNO2d.__init__).parameters.values())[1:]
     monkeypatch.setattr(WFNO2d.__init__, "__defaults__",

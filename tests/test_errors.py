@@ -81,6 +81,8 @@ def test_plugin_argument_checks_are_user_errors():
         ctcm.create_backbone("wfno", dropout=1.5)
     with pytest.raises(UserValueError, match="lift_hidden must be 0 .* got -3"):
         ctcm.create_backbone("wfno", lift_hidden=-3)
+    with pytest.raises(UserValueError, match="local3_init=0.0 .* needs local_kernel=3"):
+        ctcm.create_backbone("wfno", local_kernel=1, local3_init=0.0)
     with pytest.raises(UserValueError, match="unknown weighting"):
         ctcm.create_objective("consistency", weighting="heavy")
     with pytest.raises(UserValueError, match="p_std must be > 0"):

@@ -55,6 +55,24 @@ def test_backbone_conditioning_is_per_sample():
 
 
 @needs_neuralop
+def test_a_shut_3x3_path_starts_as_the_1x1_form_and_opens_by_its_gradient():
+    """``local3_init=0``: at initialisation the output does not depend on any W_3 (perturbing them changes
+    nothing), yet the loss has a non-zero gradient in every a_3, so training can open the path."""
+    torch.manual_seed(0)
+    net = ctcm.create_backbone("wfno", **TINY_WFNO, local_kernel=3, local3_init=0.0).double()
+    x, c = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0.2, 1.5], dtype=torch.float64)
+    before = net(x, c)
+    with torch.no_grad():
+        for block in net.blocks:
+            assert torch.count_nonzero(block.mix[2]) == 0
+            block.conv3.weight.add_(torch.randn_like(block.conv3.weight))
+            block.conv3.bias.add_(1.0)
+    after = net(x, c)
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    after.square().sum().backward()
+    assert all(torch.count_nonzero(block.mix.grad[2]) == block.mix.shape[1] for block in net.blocks)
+
+
 def test_casts_round_trip_and_keep_complex_weights():
     model = ctcm.build("wfno-cifar", backbone={**TINY_WFNO, "spectral_impl": "neuralop"}, resolution=8)
     complex_params = [p for p in model.parameters() if p.is_complex()]

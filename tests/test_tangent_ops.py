@@ -20,6 +20,7 @@ F64 = torch.float64
 DESIGNS = [{}, {"positional_grid": True}, {"time_channels": 4}, {"time_channels": 4, "film": False},
            {"lift_hidden": 6}, {"local_kernel": 1}, {"channel_mlp": 1.5},
            {"n_layers": 3, "block_scales": [1, 2, 1]}, {"lift_film": True}, {"mode_taper": 1.5},
+           {"local_kernel": 3, "local3_init": 0.7},
            {"positional_grid": True, "time_channels": 3, "lift_hidden": 6, "local_kernel": 1, "channel_mlp": 1.0,
             "block_scales": [2, 1], "lift_film": True, "mode_taper": 0.7}]
 
