@@ -44,7 +44,8 @@ class WeightedFourierBlock(nn.Module):
     Options (the design study, docs/results.md): ``film=False`` drops FiLM (time then enters through the
     lifting only), ``local_kernel=1`` drops W_3 (local path 1x1 only), ``channel_mlp=m > 0`` adds M,
     ``local3_init=a`` starts a_3 at a instead of 1/3 (``0``: the 3x3 path is shut at initialisation, the
-    block starts as its ``local_kernel=1`` form, and a_3 is learned open), ``taper=alpha`` tapers K's kept modes (Eq. 17b; K stays linear, so its tangent rule is unchanged),
+    block starts as its ``local_kernel=1`` form, and a_3 is learned open), ``taper=alpha`` tapers K's kept
+    modes (Eq. 17b; K stays linear, so its tangent rule is unchanged),
     ``scale=s > 1`` runs the block on the s x s mean-pooled stream with modes // s and adds its bilinearly
     upsampled update: h <- h + Up(block(Down h) - Down h) (Eq. 18c; Down and Up are linear, so the tangent
     is the same map of the coarse tangent).
