@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -31,6 +32,7 @@ from ctcm.objective import LossOutput, Objective
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "cifar10" / "configs" / "tiny.yaml"
 DEFAULT = ROOT / "examples" / "cifar10" / "configs" / "default_cifar.yaml"
+UNET = ROOT / "examples" / "cifar10" / "configs" / "unet_cifar.yaml"
 
 # a model and run small enough for seconds on CPU; resolution 16 keeps every forward cheap
 SMALL = ["model.backbone.width=8", "model.backbone.n_layers=1", "model.backbone.modes=4",
@@ -86,6 +88,16 @@ def test_packaged_configs_load_and_round_trip(tmp_path):
     assert [(t.name, t.weight) for t in cfg.objective] == [("consistency", 1.0)]
     assert cfg.objective[0].kwargs["gap"] == {"name": "ect", "stage_steps": 50_000}  # the study's winner
     assert cfg.optim.lr == 3e-4 and cfg.optim.weight_decay > 0 and cfg.optim.warmup_steps > 0
+
+
+def test_the_unet_full_run_is_the_default_run_on_the_unet(tmp_path):
+    """unet_cifar.yaml is default_cifar.yaml with the recipe unet-cifar: its model is the recipe's U-Net and
+    every other section (objective, data, optimiser, EMA, evaluation, steps, batch, ...) equals the WFNO run's."""
+    unet, wfno = load_train_config(UNET), load_train_config(DEFAULT)
+    assert unet.recipe == "unet-cifar" and unet.model == ctcm.create_recipe("unet-cifar").model
+    assert dataclasses.replace(unet, recipe=wfno.recipe, model=wfno.model) == wfno
+    (tmp_path / "c.yaml").write_text(dump_yaml(unet))
+    assert load_train_config(tmp_path / "c.yaml", resolved=True) == unet
 
 
 def test_overrides_apply_and_unknown_keys_error():
