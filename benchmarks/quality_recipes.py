@@ -162,6 +162,8 @@ DESIGN_04 = [o for k, o in FNOLIKE_PARTS.items() if k != "lift"]
 WFNO_DESIGNS["w4-k3gate"] = ("0.4 design with a 3x3 path shut at initialisation (a_3 = 0)",
                              [o for o in DESIGN_04 if o != FNOLIKE_PARTS["k1"]]
                              + ["model.backbone.local_kernel=3", "model.backbone.local3_init=0.0"])
+WFNO_DESIGNS["w4-ms"] = ("0.4 design, U-shaped: 4 blocks at scales 1, 2, 2, 1",
+                         DESIGN_04 + ["model.backbone.n_layers=4", "model.backbone.block_scales=[1, 2, 2, 1]"])
 for _name, (_label, _overrides) in WFNO_DESIGNS.items():
     RECIPES[_name] = {"label": f"(b) on the WFNO, {_label}", "extends": "ect", "config": None,
                       "overrides": DESIGN_02 + _overrides}
