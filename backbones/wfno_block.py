@@ -77,10 +77,10 @@ class WeightedFourierBlock(nn.Module):
             self.spectral = SPECTRAL_IMPLEMENTATIONS[spectral_impl](width, width, modes, weight_drop)
         self.conv1 = nn.Conv2d(width, width, 1)
         self.conv3 = nn.Conv2d(width, width, 3, padding=1) if local_kernel == 3 else None
-        self.mix = nn.Parameter(torch.full((local_kernel // 2 + 2, width, 1, 1), 1.0 / 3.0))
+        mix = torch.full((local_kernel // 2 + 2, width, 1, 1), 1.0 / 3.0)  # a_s, a_1 (, a_3)
         if local3_init is not None:
-            with torch.no_grad():
-                self.mix[2] = local3_init
+            mix[2] = local3_init
+        self.mix = nn.Parameter(mix)
         hidden = round(channel_mlp * width)
         self.mlp = (nn.Sequential(group_norm(width), nn.Conv2d(width, hidden, 1), nn.GELU(),
                                   nn.Conv2d(hidden, width, 1)) if hidden > 0 else None)

@@ -54,7 +54,6 @@ def test_backbone_conditioning_is_per_sample():
     assert diff[2] > 0 and diff[0] == 0 and diff[1] == 0
 
 
-@needs_neuralop
 def test_a_shut_3x3_path_starts_as_the_1x1_form_and_opens_by_its_gradient():
     """``local3_init=0``: at initialisation the output does not depend on any W_3 (perturbing them changes
     nothing), yet the loss has a non-zero gradient in every a_3, so training can open the path."""
@@ -73,6 +72,7 @@ def test_a_shut_3x3_path_starts_as_the_1x1_form_and_opens_by_its_gradient():
     assert all(torch.count_nonzero(block.mix.grad[2]) == block.mix.shape[1] for block in net.blocks)
 
 
+@needs_neuralop
 def test_casts_round_trip_and_keep_complex_weights():
     model = ctcm.build("wfno-cifar", backbone={**TINY_WFNO, "spectral_impl": "neuralop"}, resolution=8)
     complex_params = [p for p in model.parameters() if p.is_complex()]
